@@ -1,0 +1,239 @@
+"""Settings, declared once as data.
+
+Lookup order: defaults < YAML file < `OAA_*` environment (nested fields with `__`, e.g.
+`OAA_EMBEDDING__PROVIDER=openai`). The YAML file is `--config`, else `OAA_CONFIG`, else
+`<data dir>/config.yaml` when it exists. Secrets are `SecretStr` and only ever shown redacted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "OAA_"
+REDACTED = "**********"
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names the field, where it came from and what is allowed."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "obsidian-ai-agent"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class EmbeddingSettings(_Section):
+    provider: Literal["local", "openai"] = "local"
+    """`local`: the packaged all-MiniLM-L6-v2 on this machine; `openai`: any /v1/embeddings server."""
+    model: str = "all-MiniLM-L6-v2"
+    """Model name: for `local`, the packaged model or a sentence-transformers directory; for `openai`, the
+    server's model id (e.g. `nomic-embed-text` on Ollama)."""
+    base_url: str = "http://127.0.0.1:11434/v1"
+    api_key: SecretStr | None = None
+    dimension: int | None = Field(default=None, gt=0)
+    """Vector size of a remote model; found by a probe request when unset."""
+    max_tokens: int = Field(default=256, ge=16, le=8192)
+    """The model's input window; chunks are sized to fit it so nothing is truncated."""
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    timeout: float = Field(default=60.0, gt=0)
+    device: str = "cpu"
+
+
+class SearchSettings(_Section):
+    default_mode: Literal["hybrid", "keyword", "semantic"] = "hybrid"
+    k: int = Field(default=10, ge=1, le=1000)
+    rrf_k: int = Field(default=60, ge=1)
+    """Reciprocal-rank-fusion constant: score = sum(weight / (rrf_k + rank))."""
+    keyword_weight: float = Field(default=1.0, ge=0)
+    semantic_weight: float = Field(default=1.0, ge=0)
+    candidates: int = Field(default=100, ge=10, le=5000)
+    """How many results each side contributes to fusion."""
+    field_weights: dict[str, float] = Field(
+        default_factory=lambda: {"title": 10.0, "aliases": 8.0, "headings": 4.0, "tags": 4.0, "body": 1.0}
+    )
+    """bm25 weights of the keyword fields."""
+
+    @field_validator("field_weights")
+    @classmethod
+    def _known_fields(cls, v: dict[str, float]) -> dict[str, float]:
+        allowed = {"title", "aliases", "headings", "tags", "body"}
+        unknown = set(v) - allowed
+        if unknown:
+            raise ValueError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if any(w < 0 for w in v.values()):
+            raise ValueError("weights must be >= 0")
+        return {**{f: 1.0 for f in allowed}, **v}
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Where the index (index.sqlite), config.yaml and keys live."""
+    vault: Path | None = None
+    """The vault that `serve` and `index` use when no path is given."""
+    vault_name: str | None = None
+    """Vault name in obsidian:// links; defaults to the vault folder's name."""
+    include: list[str] = Field(default_factory=lambda: ["**/*.md", "**/*.markdown", "**/*.pdf"])
+    exclude: list[str] = Field(default_factory=lambda: [".obsidian/**", ".trash/**", ".git/**"])
+    pdf_max_pages: int = Field(default=2000, ge=1)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Set by load_settings; not a setting a user writes.
+    config_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("vault")
+    @classmethod
+    def _vault_is_dir(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.expanduser().is_dir():
+            raise ValueError(f"vault folder {str(v)!r} does not exist or is not a folder")
+        return v.expanduser().resolve() if v is not None else None
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file (passed as init kwargs by load_settings).
+        return (env_settings, init_settings)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "index.sqlite"
+
+    def effective_vault_name(self) -> str:
+        if self.vault_name:
+            return self.vault_name
+        return self.vault.name if self.vault else "vault"
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as plain data with every secret replaced."""
+        return _redact(self.model_dump(mode="json", exclude={"config_file"}), self)
+
+
+def _redact(data: Any, model: Any) -> Any:
+    if isinstance(model, BaseModel):
+        out: dict[str, Any] = {}
+        for name in type(model).model_fields:
+            if name not in data:
+                continue
+            value = getattr(model, name)
+            if isinstance(value, SecretStr):
+                out[name] = REDACTED if value.get_secret_value() else ""
+            else:
+                out[name] = _redact(data[name], value)
+        return out
+    return data
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def _explain(err: ValidationError, file: Path | None) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not isinstance(p, int)) or ("(root)",)
+        field = ".".join(str(p) for p in loc)
+        env = _env_name(loc[:2]) if len(loc) >= 1 else ""
+        if env in os.environ or _env_name(loc[:1]) in os.environ:
+            origin = f"environment variable {env if env in os.environ else _env_name(loc[:1])}"
+        elif file is not None:
+            origin = f"config file {file}"
+        else:
+            origin = "defaults"
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown setting '{field}' (from {origin}); see `obsidian-ai-agent config show` for names"
+        else:
+            got = e.get("input")
+            shown = REDACTED if "key" in field or "password" in field or "secret" in field else repr(got)
+            msg = f"invalid setting '{field}' = {shown} (from {origin}): {e['msg']}"
+        lines.append(msg)
+    return ConfigError("; ".join(lines))
+
+
+def load_settings(
+    config_file: Path | str | None = None, data_dir: Path | str | None = None, **overrides: Any
+) -> Settings:
+    """The effective settings; a ConfigError names the bad field, where it came from and what is allowed."""
+    if config_file is None and os.environ.get(ENV_PREFIX + "CONFIG"):
+        config_file = os.environ[ENV_PREFIX + "CONFIG"]
+    file_data: dict[str, Any] = {}
+    path: Path | None = None
+    if config_file is not None:
+        path = Path(config_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        file_data = _read_yaml(path)
+    else:
+        dd = (
+            Path(data_dir)
+            if data_dir
+            else Path(os.environ.get(ENV_PREFIX + "DATA_DIR") or default_data_dir())
+        )
+        candidate = dd.expanduser() / "config.yaml"
+        if candidate.is_file():
+            path = candidate
+            file_data = _read_yaml(candidate)
+    init: dict[str, Any] = {**file_data}
+    if data_dir is not None:
+        init["data_dir"] = data_dir
+    init.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings(**init)
+    except ValidationError as e:
+        raise _explain(e, path) from None
+    if data_dir is not None:
+        # An explicit --data-dir beats the environment.
+        settings.data_dir = Path(data_dir).expanduser().resolve()
+    settings.config_file = path
+    return settings
