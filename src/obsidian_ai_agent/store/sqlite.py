@@ -1,0 +1,467 @@
+"""The SQLite store: the only code that speaks SQL. One file, WAL mode, foreign keys on."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from ..notes.model import ParsedSource
+from .migrations import MIGRATIONS
+
+
+class StoreError(Exception):
+    """The store cannot be used as asked."""
+
+
+class ModelMismatchError(StoreError):
+    """The index was built with another embedding model; its vectors must not be mixed with new ones."""
+
+
+def name_key(path_or_target: str) -> str:
+    """How Obsidian resolves `[[Name]]`: by file name, case-insensitively, without `.md`."""
+    name = PurePosixPath(path_or_target).name
+    if name.lower().endswith(".md"):
+        name = name[:-3]
+    return name.lower()
+
+
+@dataclass(frozen=True)
+class SourceState:
+    id: int
+    path: str
+    kind: str
+    content_hash: str
+    size: int | None
+    mtime_ns: int | None
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    id: int
+    source_id: int
+    path: str
+    kind: str
+    title: str
+    text: str
+    heading_path: list[str]
+    start_line: int | None
+    end_line: int | None
+    page: int | None
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    id: int
+    path: str
+    kind: str
+    title: str
+    aliases: list[str]
+    tags: list[str]
+
+
+class Store:
+    """Named operations on the index database. Safe to share between threads (one connection, a lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._migrate()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE so concurrent writers queue instead of deadlocking."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._db.execute(sql, params)
+            cur.row_factory = sqlite3.Row
+            return cur.fetchall()
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this program knows "
+                    f"({len(MIGRATIONS)}); upgrade obsidian-ai-agent"
+                )
+            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                migration(db)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number),))
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('index_generation', '0')")
+
+    # -- meta -----------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.get_meta("schema_version") or 0)
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("index_generation") or 0)
+
+    def check_embedding_model(self, model_id: str, dimension: int) -> None:
+        """Record the model on first use; refuse an index built with another model."""
+        with self._write() as db:
+            rows = dict(
+                db.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('embedding_model', 'embedding_dimension')"
+                ).fetchall()
+            )
+            if not rows:
+                db.execute("INSERT INTO meta VALUES ('embedding_model', ?)", (model_id,))
+                db.execute("INSERT INTO meta VALUES ('embedding_dimension', ?)", (str(dimension),))
+                return
+            had_model, had_dim = rows.get("embedding_model"), int(rows.get("embedding_dimension", "0"))
+            if had_model != model_id or had_dim != dimension:
+                raise ModelMismatchError(
+                    f"the index at {self.path} was built with embedding model '{had_model}' "
+                    f"(dimension {had_dim}), but the configured model is '{model_id}' "
+                    f"(dimension {dimension}); "
+                    "vectors of different models cannot be mixed. Set the embedding model back, or index "
+                    "into a new data directory (--data-dir) with the new model."
+                )
+
+    def _bump_generation(self, db: sqlite3.Connection) -> int:
+        db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='index_generation'")
+        return int(db.execute("SELECT value FROM meta WHERE key='index_generation'").fetchone()[0])
+
+    # -- sources --------------------------------------------------------------------------------
+
+    def source_states(self, kinds: Iterable[str] = ("note", "pdf")) -> dict[str, SourceState]:
+        kinds = tuple(kinds)
+        marks = ",".join("?" * len(kinds))
+        rows = self._query(
+            f"SELECT id, path, kind, content_hash, size, mtime_ns FROM sources WHERE kind IN ({marks})", kinds
+        )
+        return {r["path"]: SourceState(*r) for r in rows}
+
+    def touch_source(self, path: str, size: int, mtime_ns: int) -> None:
+        """Record a new stat for a source whose content did not change (no generation bump)."""
+        with self._write() as db:
+            db.execute("UPDATE sources SET size=?, mtime_ns=? WHERE path=?", (size, mtime_ns, path))
+
+    def vectors_for_hashes(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """Vectors already in the store for these chunk hashes, so unchanged text is never re-embedded."""
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[str, np.ndarray] = {}
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for h, blob in self._query(
+                f"SELECT hash, vector FROM chunks WHERE hash IN ({marks}) GROUP BY hash", part
+            ):
+                found[h] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def vectors_by_text(self, path: str) -> dict[tuple[str, str], np.ndarray]:
+        """A source's vectors keyed by (heading path, text): how a moved note keeps its vectors."""
+        rows = self._query(
+            "SELECT c.heading_path, c.text, c.vector FROM chunks c JOIN sources s ON s.id=c.source_id "
+            "WHERE s.path=?",
+            (path,),
+        )
+        return {(r[0], r[1]): np.frombuffer(r[2], dtype=np.float32) for r in rows}
+
+    def replace_source(
+        self,
+        parsed: ParsedSource,
+        vectors: dict[str, np.ndarray],
+        *,
+        size: int | None = None,
+        mtime_ns: int | None = None,
+        replaces: str | None = None,
+    ) -> int:
+        """Write a source with its chunks, vectors, keyword fields and links in one transaction.
+
+        `vectors` maps chunk hash -> vector and must cover every chunk. `replaces` names another path
+        removed in the same transaction (a moved note). Returns the new index generation.
+        """
+        missing = [c.hash for c in parsed.chunks if c.hash not in vectors]
+        if missing:
+            raise StoreError(f"{parsed.path}: {len(missing)} chunk(s) have no vector")
+        now = time.time()
+        with self._write() as db:
+            gen = self._bump_generation(db)
+            for path in {parsed.path, replaces} - {None}:
+                self._delete_source(db, str(path), gen)
+            cur = db.execute(
+                "INSERT INTO sources (path, kind, title, name_key, aliases, tags, frontmatter, warnings,"
+                " content_hash, size, mtime_ns, indexed_at, generation)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    parsed.path,
+                    parsed.kind,
+                    parsed.title,
+                    name_key(parsed.path),
+                    json.dumps(parsed.aliases, ensure_ascii=False),
+                    json.dumps(parsed.tags, ensure_ascii=False),
+                    json.dumps(parsed.frontmatter, ensure_ascii=False, default=str),
+                    json.dumps(parsed.warnings, ensure_ascii=False),
+                    parsed.content_hash,
+                    size,
+                    mtime_ns,
+                    now,
+                    gen,
+                ),
+            )
+            source_id = int(cur.lastrowid or 0)
+            db.executemany(
+                "INSERT OR IGNORE INTO source_tags VALUES (?, ?)", [(source_id, t) for t in parsed.tags]
+            )
+            aliases = " ".join(parsed.aliases)
+            tags = " ".join(t.replace("/", " ") for t in parsed.tags)
+            for c in parsed.chunks:
+                heading_json = json.dumps(c.heading_path, ensure_ascii=False)
+                cur = db.execute(
+                    "INSERT INTO chunks (source_id, ordinal, hash, text, heading_path, start_line, end_line,"
+                    " page, vector, generation) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        source_id,
+                        c.ordinal,
+                        c.hash,
+                        c.text,
+                        heading_json,
+                        c.start_line,
+                        c.end_line,
+                        c.page,
+                        np.asarray(vectors[c.hash], dtype=np.float32).tobytes(),
+                        gen,
+                    ),
+                )
+                db.execute(
+                    "INSERT INTO chunks_fts (rowid, title, aliases, headings, tags, body)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (cur.lastrowid, parsed.title, aliases, " ".join(c.heading_path), tags, c.text),
+                )
+            db.executemany(
+                "INSERT INTO links (source_id, target, target_key, heading, block, alias, embed, line)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        source_id,
+                        ln.target,
+                        name_key(ln.target) if ln.target else name_key(parsed.path),
+                        ln.heading,
+                        ln.block,
+                        ln.alias,
+                        int(ln.embed),
+                        ln.line,
+                    )
+                    for ln in parsed.links
+                ],
+            )
+            db.execute("DELETE FROM failures WHERE path=?", (parsed.path,))
+            return gen
+
+    def _delete_source(self, db: sqlite3.Connection, path: str, gen: int) -> bool:
+        row = db.execute("SELECT id FROM sources WHERE path=?", (path,)).fetchone()
+        if row is None:
+            return False
+        sid = row[0]
+        ids = [r[0] for r in db.execute("SELECT id FROM chunks WHERE source_id=?", (sid,))]
+        db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in ids])
+        db.executemany("INSERT OR REPLACE INTO chunk_removals VALUES (?, ?)", [(i, gen) for i in ids])
+        db.execute("DELETE FROM chunks WHERE source_id=?", (sid,))
+        db.execute("DELETE FROM sources WHERE id=?", (sid,))
+        return True
+
+    def delete_source(self, path: str) -> bool:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM sources WHERE path=?", (path,)).fetchone() is None:
+                return False
+            return self._delete_source(db, path, self._bump_generation(db))
+
+    def record_failure(self, path: str, error: str, content_hash: str | None = None) -> None:
+        """Remember a source that could not be indexed; an earlier good version of it stays searchable."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)",
+                (path, error, content_hash, time.time()),
+            )
+
+    def clear_failures(self, keep: Iterable[str]) -> None:
+        keep = set(keep)
+        with self._write() as db:
+            for (path,) in db.execute("SELECT path FROM failures").fetchall():
+                if path not in keep:
+                    db.execute("DELETE FROM failures WHERE path=?", (path,))
+
+    def failures(self) -> list[dict[str, str]]:
+        return [
+            {"path": r[0], "error": r[1]}
+            for r in self._query("SELECT path, error FROM failures ORDER BY path")
+        ]
+
+    # -- reads for search -----------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        rows = self._query(
+            "SELECT (SELECT COUNT(*) FROM sources), (SELECT COUNT(*) FROM chunks),"
+            " (SELECT COUNT(*) FROM chunks WHERE length(vector) > 0), (SELECT COUNT(*) FROM failures)"
+        )
+        s, c, v, f = rows[0]
+        return {"sources": s, "chunks": c, "vectors": v, "failed": f}
+
+    def load_vectors(self, after_generation: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(chunk ids, source ids, float32 matrix) of chunks written after a generation."""
+        rows = self._query(
+            "SELECT id, source_id, vector FROM chunks WHERE generation > ? ORDER BY id", (after_generation,)
+        )
+        if not rows:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 0), np.float32)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        sids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        mat = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        return ids, sids, mat
+
+    def removed_chunks(self, after_generation: int) -> np.ndarray:
+        rows = self._query("SELECT chunk_id FROM chunk_removals WHERE generation > ?", (after_generation,))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def keyword_search(
+        self, match: str, weights: Sequence[float], limit: int, source_ids: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """(chunk id, bm25 score; lower is better) for an FTS5 MATCH expression built by search.py."""
+        w = ", ".join(str(float(x)) for x in weights)
+        sql = f"SELECT rowid, bm25(chunks_fts, {w}) AS score FROM chunks_fts WHERE chunks_fts MATCH ?"
+        params: list[Any] = [match]
+        if source_ids is not None:
+            ids = list(source_ids)
+            if not ids:
+                return []
+            sql += " AND rowid IN (SELECT id FROM chunks WHERE source_id IN (SELECT value FROM json_each(?)))"
+            params.append(json.dumps(ids))
+        sql += " ORDER BY score LIMIT ?"
+        params.append(limit)
+        return [(r[0], r[1]) for r in self._query(sql, params)]
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
+        if not ids:
+            return {}
+        rows = self._query(
+            "SELECT c.id, c.source_id, s.path, s.kind, s.title, c.text, c.heading_path, c.start_line,"
+            " c.end_line, c.page FROM chunks c JOIN sources s ON s.id = c.source_id"
+            " WHERE c.id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        )
+        return {
+            r[0]: ChunkRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
+            for r in rows
+        }
+
+    def filter_source_ids(
+        self, folder: str | None = None, tag: str | None = None, kind: str | None = None
+    ) -> list[int]:
+        """Ids of sources inside a folder, carrying a tag (or a nested tag under it), of a kind."""
+        sql = "SELECT id FROM sources WHERE 1=1"
+        params: list[Any] = []
+        if folder:
+            prefix = folder.strip("/") + "/"
+            sql += " AND substr(path, 1, ?) = ?"
+            params += [len(prefix), prefix]
+        if kind:
+            sql += " AND kind = ?"
+            params.append(kind)
+        if tag:
+            t = tag.lstrip("#").lower()
+            sql += " AND id IN (SELECT source_id FROM source_tags WHERE tag = ? OR substr(tag, 1, ?) = ?)"
+            params += [t, len(t) + 1, t + "/"]
+        return [r[0] for r in self._query(sql, params)]
+
+    def source_by_path(self, path: str) -> SourceInfo | None:
+        rows = self._query("SELECT id, path, kind, title, aliases, tags FROM sources WHERE path=?", (path,))
+        if not rows:
+            return None
+        r = rows[0]
+        return SourceInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]))
+
+    def sources(self, ids: Sequence[int]) -> dict[int, SourceInfo]:
+        rows = self._query(
+            "SELECT id, path, kind, title, aliases, tags FROM sources"
+            " WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        )
+        return {r[0]: SourceInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5])) for r in rows}
+
+    def linked_source_ids(self, source_id: int) -> tuple[set[int], set[int]]:
+        """(notes this one links to, notes linking to this one), resolved by file name as Obsidian does."""
+        out = {
+            r[0]
+            for r in self._query(
+                "SELECT DISTINCT s.id FROM links l JOIN sources s ON s.name_key = l.target_key"
+                " WHERE l.source_id = ? AND s.id != ?",
+                (source_id, source_id),
+            )
+        }
+        back = {
+            r[0]
+            for r in self._query(
+                "SELECT DISTINCT l.source_id FROM links l JOIN sources s ON s.name_key = l.target_key"
+                " WHERE s.id = ? AND l.source_id != ?",
+                (source_id, source_id),
+            )
+        }
+        return out, back
+
+    def links_of(self, path: str) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT l.target, l.heading, l.block, l.alias, l.embed, l.line FROM links l"
+            " JOIN sources s ON s.id = l.source_id WHERE s.path = ? ORDER BY l.line",
+            (path,),
+        )
+        return [
+            {"target": r[0], "heading": r[1], "block": r[2], "alias": r[3], "embed": bool(r[4]), "line": r[5]}
+            for r in rows
+        ]
+
+    def integrity_check(self) -> str:
+        return str(self._query("PRAGMA integrity_check")[0][0])
