@@ -1,0 +1,97 @@
+"""The library object both front doors open: settings, store, embedder, indexer and searcher together."""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Settings
+from .embeddings import Embedder, get_embedder
+from .indexer import Indexer, IndexReport, ProgressFn
+from .search import RelatedNote, Searcher, SearchResult
+from .store import Store
+
+
+class Engine:
+    """Opened once per process (CLI command or server worker); the embedding model loads on first need."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.store = Store(settings.database_path)
+        self._embedder = embedder
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = get_embedder(self.settings.embedding)
+            return self._embedder
+
+    @cached_property
+    def indexer(self) -> Indexer:
+        return Indexer(self.store, self.embedder, pdf_max_pages=self.settings.pdf_max_pages)
+
+    @cached_property
+    def searcher(self) -> Searcher:
+        emb = self.embedder
+        self.store.check_embedding_model(emb.model_id, emb.dimension)
+        return Searcher(self.store, emb, self.settings.search, self.vault_name)
+
+    @property
+    def vault_name(self) -> str:
+        if self.settings.vault_name:
+            return self.settings.vault_name
+        root = self.store.get_meta("vault_root")
+        return Path(root).name if root else self.settings.effective_vault_name()
+
+    def index(self, vault: Path | None = None, progress: ProgressFn | None = None) -> IndexReport:
+        root = Path(vault or self.settings.vault or "").expanduser()
+        if not str(root) or not root.is_dir():
+            raise FileNotFoundError(
+                f"vault folder '{root}' does not exist; give the folder of an Obsidian vault"
+            )
+        root = root.resolve()
+        held = self.store.get_meta("vault_root")
+        if held and Path(held) != root and self.store.counts()["sources"]:
+            raise ValueError(
+                f"this index ({self.store.path}) holds the vault {held}; use another --data-dir for {root}"
+            )
+        self.store.set_meta("vault_root", str(root))
+        return self.indexer.index_vault(root, self.settings.include, self.settings.exclude, progress)
+
+    def search(
+        self, query: str, k: int | None = None, mode: str | None = None, **filters: Any
+    ) -> list[SearchResult]:
+        return self.searcher.search(query, k, mode, **filters)
+
+    def related(self, path: str, k: int = 10) -> list[RelatedNote]:
+        return self.searcher.related(path, k)
+
+    def status(self) -> dict[str, Any]:
+        counts = self.store.counts()
+        return {
+            "version": __version__,
+            "sources": counts["sources"],
+            "chunks": counts["chunks"],
+            "vectors": counts["vectors"],
+            "failed": counts["failed"],
+            "embedding_model": self.store.get_meta("embedding_model"),
+            "embedding_dimension": int(self.store.get_meta("embedding_dimension") or 0) or None,
+            "index_generation": self.store.generation,
+            "schema_version": self.store.schema_version,
+            "vault": self.store.get_meta("vault_root"),
+            "database": str(self.store.path),
+        }

@@ -1,0 +1,268 @@
+"""The one way into the index: sources are diffed by content hash, embedded, and written one transaction each.
+
+Nothing is re-embedded that the store already holds a vector for: an unchanged vault costs a scan of file
+stats, a changed note costs only its changed chunks, and a moved note keeps its vectors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .embeddings import Embedder
+from .notes import parse_source
+from .notes.model import ParsedSource, SourceError, sha256
+from .notes.scan import ScannedFile, scan_vault
+from .store import Store
+
+# Chunks gathered across notes before a call to the encoder: large calls let the model sort by length
+# and pad less, which keeps the pipeline near the raw encoder's speed.
+EMBED_WINDOW = 256
+
+
+@dataclass
+class IndexReport:
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    moved: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "indexed": self.indexed,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "moved": self.moved,
+            "chunks_embedded": self.chunks_embedded,
+            "chunks_reused": self.chunks_reused,
+            "failed": self.failed,
+            "warnings": self.warnings,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Progress:
+    """What a progress display needs: items done of total, and chunks embedded so far."""
+
+    done: int = 0
+    total: int = 0
+    chunks_embedded: int = 0
+    stage: str = "scan"
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass
+class _Pending:
+    parsed: ParsedSource
+    size: int | None
+    mtime_ns: int | None
+    replaces: str | None = None
+
+
+class Indexer:
+    def __init__(self, store: Store, embedder: Embedder, *, pdf_max_pages: int = 2000) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.pdf_max_pages = pdf_max_pages
+        store.check_embedding_model(embedder.model_id, embedder.dimension)
+
+    # -- whole vault ----------------------------------------------------------------------------
+
+    def index_vault(
+        self,
+        root: Path,
+        include: list[str],
+        exclude: list[str],
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        started = time.perf_counter()
+        report = IndexReport()
+        prog = Progress()
+        root = Path(root).resolve()
+        files = scan_vault(root, include, exclude)
+        stored = self.store.source_states()
+        on_disk = {f.rel_path for f in files}
+
+        candidates: list[tuple[ScannedFile, bytes | None, str | None]] = []
+        for f in files:
+            st = stored.get(f.rel_path)
+            if st is not None and st.size == f.size and st.mtime_ns == f.mtime_ns:
+                report.unchanged += 1
+                continue
+            candidates.append((f, None, None))
+        # Read and hash what may have changed; a file whose bytes are the same is only re-stat'ed.
+        changed: list[tuple[ScannedFile, bytes, str]] = []
+        for f, _, _ in candidates:
+            try:
+                raw = f.abs_path.read_bytes()
+            except OSError as e:
+                report.failed.append({"path": f.rel_path, "error": f"cannot read file: {e.strerror}"})
+                continue
+            digest = sha256(raw)
+            st = stored.get(f.rel_path)
+            if st is not None and st.content_hash == digest:
+                self.store.touch_source(f.rel_path, f.size, f.mtime_ns)
+                report.unchanged += 1
+            else:
+                changed.append((f, raw, digest))
+
+        gone = {p: st for p, st in stored.items() if p not in on_disk}
+        # A new path with the bytes of a vanished one is a move: it keeps that source's vectors.
+        by_hash = {st.content_hash: p for p, st in gone.items()}
+        moves: dict[str, str] = {}
+        for f, _, digest in changed:
+            if f.rel_path not in stored and digest in by_hash and by_hash[digest] not in moves.values():
+                moves[f.rel_path] = by_hash[digest]
+
+        prog.total = len(changed) + len(gone) - len(moves)
+        prog.stage = "index"
+        if progress:
+            progress(prog)
+
+        window: list[_Pending] = []
+        for f, raw, digest in changed:
+            try:
+                parsed = parse_source(
+                    f.abs_path, f.rel_path, self.embedder.counter, raw=raw, pdf_max_pages=self.pdf_max_pages
+                )
+            except SourceError as e:
+                report.failed.append({"path": f.rel_path, "error": str(e)})
+                self.store.record_failure(f.rel_path, str(e), digest)
+                prog.done += 1
+                continue
+            for w in parsed.warnings:
+                report.warnings.append({"path": f.rel_path, "warning": w})
+            window.append(_Pending(parsed, f.size, f.mtime_ns, moves.get(f.rel_path)))
+            if sum(len(p.parsed.chunks) for p in window) >= EMBED_WINDOW:
+                self._flush(window, report, prog, progress)
+                window = []
+        self._flush(window, report, prog, progress)
+
+        moved_away = set(moves.values())
+        for path in gone:
+            if path in moved_away:
+                continue
+            if self.store.delete_source(path):
+                report.removed += 1
+            prog.done += 1
+        self.store.clear_failures(keep=[f["path"] for f in report.failed])
+        if progress:
+            progress(prog)
+        report.moved = len(moves)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # -- one source -----------------------------------------------------------------------------
+
+    def index_parsed(
+        self, parsed: ParsedSource, size: int | None = None, mtime_ns: int | None = None
+    ) -> IndexReport:
+        """Index one already-parsed source (a pushed note, a web page)."""
+        report = IndexReport()
+        started = time.perf_counter()
+        self._flush([_Pending(parsed, size, mtime_ns)], report, Progress(total=1), None)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def index_many(self, items: list[ParsedSource], progress: ProgressFn | None = None) -> IndexReport:
+        """Index already-parsed sources (a BEIR corpus, a batch of pushed notes), embedding across them."""
+        report = IndexReport()
+        started = time.perf_counter()
+        prog = Progress(total=len(items), stage="index")
+        window: list[_Pending] = []
+        for parsed in items:
+            window.append(_Pending(parsed, None, None))
+            if sum(len(p.parsed.chunks) for p in window) >= EMBED_WINDOW:
+                self._flush(window, report, prog, progress)
+                window = []
+        self._flush(window, report, prog, progress)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def index_file(self, root: Path, rel_path: str) -> IndexReport:
+        """Index one file of the vault (a watched or pushed change)."""
+        report = IndexReport()
+        path = Path(root) / rel_path
+        try:
+            raw = path.read_bytes()
+            st = path.stat()
+            parsed = parse_source(
+                path, rel_path, self.embedder.counter, raw=raw, pdf_max_pages=self.pdf_max_pages
+            )
+        except OSError as e:
+            report.failed.append({"path": rel_path, "error": f"cannot read file: {e.strerror}"})
+            return report
+        except SourceError as e:
+            report.failed.append({"path": rel_path, "error": str(e)})
+            self.store.record_failure(rel_path, str(e))
+            return report
+        self._flush([_Pending(parsed, st.st_size, st.st_mtime_ns)], report, Progress(total=1), None)
+        return report
+
+    def remove(self, paths: Iterable[str]) -> int:
+        return sum(1 for p in paths if self.store.delete_source(p))
+
+    # -- embedding and writing ------------------------------------------------------------------
+
+    def _flush(
+        self, window: list[_Pending], report: IndexReport, prog: Progress, progress: ProgressFn | None
+    ) -> None:
+        if not window:
+            return
+        hashes = [c.hash for p in window for c in p.parsed.chunks]
+        vectors = self.store.vectors_for_hashes(hashes)
+        for p in window:
+            if p.replaces:
+                old = self.store.vectors_by_text(p.replaces)
+                for c in p.parsed.chunks:
+                    v = old.get((_heading_json(c.heading_path), c.text))
+                    if c.hash not in vectors and v is not None:
+                        vectors[c.hash] = v
+        todo: dict[str, str] = {}
+        for p in window:
+            for c in p.parsed.chunks:
+                if c.hash not in vectors and c.hash not in todo:
+                    todo[c.hash] = c.embed_text
+        report.chunks_reused += len(hashes) - len(todo)
+        if todo:
+            prog.stage = "embed"
+            base = prog.chunks_embedded
+
+            def tick(n: int) -> None:
+                prog.chunks_embedded = base + n
+                if progress:
+                    progress(prog)
+
+            mat = self.embedder.embed(list(todo.values()), progress=tick)
+            vectors.update(zip(todo.keys(), (np.asarray(v, dtype=np.float32) for v in mat), strict=True))
+            report.chunks_embedded += len(todo)
+            prog.chunks_embedded = base + len(todo)
+        prog.stage = "write"
+        for p in window:
+            self.store.replace_source(
+                p.parsed, vectors, size=p.size, mtime_ns=p.mtime_ns, replaces=p.replaces
+            )
+            report.indexed += 1
+            prog.done += 1
+            if progress:
+                progress(prog)
+        prog.stage = "index"
+
+
+def _heading_json(path: list[str]) -> str:
+    import json
+
+    return json.dumps(path, ensure_ascii=False)

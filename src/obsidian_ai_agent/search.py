@@ -1,0 +1,229 @@
+"""Hybrid retrieval: FTS5 bm25 and exact vector kNN fused by reciprocal rank; filters, snippets, related."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+from .config import SearchSettings
+from .embeddings import Embedder, QueryCache
+from .store import ChunkRow, Store
+from .vectors import VectorMatrix
+
+Mode = Literal["hybrid", "keyword", "semantic"]
+MODES: tuple[str, ...] = ("hybrid", "keyword", "semantic")
+FIELDS = ("title", "aliases", "headings", "tags", "body")
+
+# Words too common to say anything about which note is meant; dropped from keyword queries (unless the
+# query is nothing but these) so they never make FTS5 walk most of the index.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers herself him himself his how i if in into is it its itself just me more most
+    my myself no nor not of off on once only or other our ours ourselves out over own same she should
+    so some such than that the their theirs them themselves then there these they this those through to
+    too under until up very was we were what when where which while who whom why will with would you
+    your yours yourself yourselves""".split()
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class SearchError(ValueError):
+    """A search request that cannot be run as given (an unknown mode, a bad k)."""
+
+
+@dataclass
+class SearchResult:
+    path: str
+    title: str
+    heading_path: list[str]
+    start_line: int | None
+    end_line: int | None
+    page: int | None
+    kind: str
+    snippet: str
+    score: float
+    keyword_rank: int | None
+    semantic_rank: int | None
+    link: str
+    chunk_id: int = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RelatedNote:
+    path: str
+    title: str
+    score: float
+    similarity: float
+    links_to: bool
+    linked_from: bool
+    link: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def query_terms(text: str) -> list[str]:
+    """The words of a query, lower-cased, stop-words dropped unless nothing else is left."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    kept = [w for w in words if w not in STOPWORDS]
+    return list(dict.fromkeys(kept or words))
+
+
+def fts_match(terms: list[str]) -> str:
+    """An FTS5 MATCH expression that treats every term as a plain string: no user text is ever syntax."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def obsidian_link(vault: str, path: str, heading_path: list[str] | None = None) -> str:
+    target = path[:-3] if path.lower().endswith(".md") else path
+    if heading_path:
+        target += "#" + heading_path[-1]
+    return f"obsidian://open?vault={quote(vault, safe='')}&file={quote(target, safe='')}"
+
+
+def make_snippet(text: str, terms: list[str], width: int = 240) -> str:
+    """A window of the chunk around the first query term it contains, cut at word boundaries."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    low = flat.lower()
+    positions = [p for p in (low.find(t) for t in terms if len(t) > 2) if p >= 0]
+    start = max(0, min(positions) - width // 4) if positions else 0
+    if start:
+        space = flat.find(" ", start)
+        start = space + 1 if 0 <= space < start + 20 else start
+    end = min(len(flat), start + width)
+    if end < len(flat):
+        space = flat.rfind(" ", start, end)
+        end = space if space > start + width // 2 else end
+    return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
+
+
+class Searcher:
+    """Runs searches against one store with one embedder; cheap to call, safe from several threads."""
+
+    def __init__(self, store: Store, embedder: Embedder, settings: SearchSettings, vault_name: str = "vault"):
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.vault_name = vault_name
+        self.vectors = VectorMatrix(store)
+        self.queries = QueryCache(embedder)
+
+    def search(
+        self,
+        query: str,
+        k: int | None = None,
+        mode: str | None = None,
+        *,
+        folder: str | None = None,
+        tag: str | None = None,
+        kind: str | None = None,
+    ) -> list[SearchResult]:
+        mode = mode or self.settings.default_mode
+        if mode not in MODES:
+            raise SearchError(f"unknown search mode '{mode}'; use one of: {', '.join(MODES)}")
+        k = self.settings.k if k is None else k
+        if k < 1 or k > 1000:
+            raise SearchError(f"k must be between 1 and 1000, not {k}")
+        query = query.strip()
+        if not query:
+            return []
+        allowed: list[int] | None = None
+        if folder or tag or kind:
+            allowed = self.store.filter_source_ids(folder=folder, tag=tag, kind=kind)
+            if not allowed:
+                return []
+        terms = query_terms(query)
+        n = max(self.settings.candidates, k)
+        kw: list[int] = []
+        sem: list[int] = []
+        if mode in ("hybrid", "keyword") and terms:
+            weights = [self.settings.field_weights[f] for f in FIELDS]
+            kw = [cid for cid, _ in self.store.keyword_search(fts_match(terms), weights, n, allowed)]
+        if mode in ("hybrid", "semantic"):
+            sem = [cid for cid, _ in self.vectors.search(self.queries.get(query), n, allowed)]
+        fused = self._fuse(kw, sem, mode)[:k]
+        rows = self.store.chunks([cid for cid, _ in fused])
+        kw_rank = {cid: i + 1 for i, cid in enumerate(kw)}
+        sem_rank = {cid: i + 1 for i, cid in enumerate(sem)}
+        results = []
+        for cid, score in fused:
+            row = rows.get(cid)
+            if row is None:  # removed between the two reads
+                continue
+            results.append(self._result(row, score, kw_rank.get(cid), sem_rank.get(cid), terms))
+        return results
+
+    def _fuse(self, kw: list[int], sem: list[int], mode: str) -> list[tuple[int, float]]:
+        c = self.settings.rrf_k
+        scores: dict[int, float] = {}
+        if mode != "semantic":
+            for rank, cid in enumerate(kw, 1):
+                scores[cid] = scores.get(cid, 0.0) + self.settings.keyword_weight / (c + rank)
+        if mode != "keyword":
+            for rank, cid in enumerate(sem, 1):
+                scores[cid] = scores.get(cid, 0.0) + self.settings.semantic_weight / (c + rank)
+        return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    def _result(
+        self, row: ChunkRow, score: float, kw: int | None, sem: int | None, terms: list[str]
+    ) -> SearchResult:
+        return SearchResult(
+            path=row.path,
+            title=row.title,
+            heading_path=row.heading_path,
+            start_line=row.start_line,
+            end_line=row.end_line,
+            page=row.page,
+            kind=row.kind,
+            snippet=make_snippet(row.text, terms),
+            score=round(score, 6),
+            keyword_rank=kw,
+            semantic_rank=sem,
+            link=obsidian_link(self.vault_name, row.path, row.heading_path),
+            chunk_id=row.id,
+        )
+
+    def related(self, path: str, k: int = 10) -> list[RelatedNote]:
+        """Notes related to a note: similar note-level vectors, and notes it links to or that link to it."""
+        src = self.store.source_by_path(path)
+        if src is None:
+            raise SearchError(
+                f"'{path}' is not in the index; give a path relative to the vault, as `status` shows"
+            )
+        sids, mat = self.vectors.note_vectors()
+        out_links, back_links = self.store.linked_source_ids(src.id)
+        sims: dict[int, float] = {}
+        pos = {int(s): i for i, s in enumerate(sids)}
+        if src.id in pos:
+            sim = mat @ mat[pos[src.id]]
+            for i in sim.argsort()[::-1][: k * 3 + 1]:
+                sims[int(sids[i])] = float(sim[i])
+            for sid in out_links | back_links:
+                if sid in pos:
+                    sims.setdefault(sid, float(sim[pos[sid]]))
+        sims.pop(src.id, None)
+        # A link is the author's own statement that two notes belong together: worth a fixed boost.
+        scored = {sid: s + 0.15 * (sid in out_links) + 0.1 * (sid in back_links) for sid, s in sims.items()}
+        top = sorted(scored.items(), key=lambda kv: -kv[1])[:k]
+        info = self.store.sources([sid for sid, _ in top])
+        return [
+            RelatedNote(
+                path=info[sid].path,
+                title=info[sid].title,
+                score=round(score, 6),
+                similarity=round(sims[sid], 6),
+                links_to=sid in out_links,
+                linked_from=sid in back_links,
+                link=obsidian_link(self.vault_name, info[sid].path),
+            )
+            for sid, score in top
+            if sid in info
+        ]

@@ -1,0 +1,93 @@
+"""The in-memory vector matrix that semantic search runs on, kept in step with the store.
+
+The store's vectors are the source of truth. Each process holds a matrix and, before searching, compares
+the store's index generation with its own and loads only the chunks written or removed since.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .store import Store
+
+
+class VectorMatrix:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.generation = -1
+        self.ids = np.empty(0, np.int64)
+        self.source_ids = np.empty(0, np.int64)
+        self.matrix = np.empty((0, 0), np.float32)
+        self._notes: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        gen = self.store.generation
+        if gen == self.generation:
+            return
+        with self._lock:
+            if gen == self.generation:
+                return
+            # Read the generation first: rows committed meanwhile are read again next time, never lost.
+            if self.generation < 0:
+                ids, sids, mat = self.store.load_vectors()
+            else:
+                removed = self.store.removed_chunks(self.generation)
+                ids, sids, mat = self.store.load_vectors(self.generation)
+                gone = np.concatenate([removed, ids])
+                if len(gone) and len(self.ids):
+                    keep = ~np.isin(self.ids, gone)
+                    self.ids, self.source_ids, self.matrix = (
+                        self.ids[keep],
+                        self.source_ids[keep],
+                        self.matrix[keep],
+                    )
+                if len(self.ids) and len(ids):
+                    ids = np.concatenate([self.ids, ids])
+                    sids = np.concatenate([self.source_ids, sids])
+                    mat = np.vstack([self.matrix, mat])
+                elif not len(ids):
+                    ids, sids, mat = self.ids, self.source_ids, self.matrix
+            self.ids, self.source_ids, self.matrix = ids, sids, mat
+            self.generation = gen
+            self._notes = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search(
+        self, query: np.ndarray, k: int, source_ids: list[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """Exact cosine kNN (vectors are normalised): (chunk id, similarity), best first."""
+        self.refresh()
+        ids, mat = self.ids, self.matrix
+        if not len(ids):
+            return []
+        if source_ids is not None:
+            mask = np.isin(self.source_ids, np.asarray(source_ids, dtype=np.int64))
+            ids, mat = ids[mask], mat[mask]
+            if not len(ids):
+                return []
+        scores = mat @ query.astype(np.float32)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top])]
+        return [(int(ids[i]), float(scores[i])) for i in top]
+
+    def note_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(source ids, normalised mean of each source's chunk vectors), cached per generation."""
+        self.refresh()
+        with self._lock:
+            if self._notes is None or self._notes[0] != self.generation:
+                if not len(self.ids):
+                    self._notes = (self.generation, np.empty(0, np.int64), np.empty((0, 0), np.float32))
+                else:
+                    uniq, inverse = np.unique(self.source_ids, return_inverse=True)
+                    sums = np.zeros((len(uniq), self.matrix.shape[1]), np.float32)
+                    np.add.at(sums, inverse, self.matrix)
+                    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+                    norms[norms == 0] = 1.0
+                    self._notes = (self.generation, uniq, sums / norms)
+            return self._notes[1], self._notes[2]
