@@ -1,0 +1,336 @@
+"""The command line: each command parses its input, calls the library once, and prints the result.
+
+Every command takes `--json` for scripts; human output goes to stdout, progress and errors to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+from .engine import Engine
+from .indexer import Progress as IndexProgress
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    name="obsidian-ai-agent",
+    help="Index an Obsidian vault, search it (keyword + semantic), and serve it over HTTP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure retrieval quality on benchmark sets.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(eval_app, name="eval")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ModeOpt = Annotated[str, typer.Option("--mode", "-m", help="hybrid, keyword or semantic.")]
+
+
+class _State:
+    config: Path | None = None
+    data_dir: Path | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def _root(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where the index lives (env OAA_DATA_DIR).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A YAML settings file (env OAA_CONFIG).")
+    ] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(__version__)
+        raise typer.Exit()
+    state.config, state.data_dir = config, data_dir
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(state.config, state.data_dir, **overrides)
+    except ConfigError as e:
+        fail(str(e), 2)
+
+
+@contextmanager
+def engine(s: Settings | None = None) -> Iterator[Engine]:
+    from .embeddings import EmbeddingError
+    from .evaluate import EvalError
+    from .search import SearchError
+    from .store import StoreError
+
+    try:
+        with Engine(s or settings()) as e:
+            yield e
+    except (StoreError, EmbeddingError, SearchError, EvalError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+
+
+def emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[IndexProgress], None]]:
+    """A progress bar with ETA on stderr (quiet when stderr is not a terminal and --json is set)."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not enabled,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task(label, total=None, detail="")
+
+        def update(p: IndexProgress) -> None:
+            bar.update(
+                task,
+                total=p.total or None,
+                completed=p.done,
+                detail=f"{p.stage}, {p.chunks_embedded} chunks embedded",
+            )
+
+        yield update
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+@app.command()
+def index(
+    path: Annotated[Path | None, typer.Argument(help="The vault folder (default: setting `vault`).")] = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Index a vault: new and changed notes and PDFs are embedded, deleted ones removed.
+
+    Example: obsidian-ai-agent index ~/Notes
+    """
+    with engine() as e, progress_bar("indexing", enabled=not quiet) as update:
+        report = e.index(path, progress=update)
+    data = report.to_dict()
+    if as_json:
+        emit(data)
+        return
+    out.print(
+        f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
+        f"moved {report.moved}; {report.chunks_embedded} chunks embedded, {report.chunks_reused} reused "
+        f"in {report.seconds:.1f} s"
+    )
+    for f in report.failed:
+        out.print(f"[yellow]failed[/yellow] {f['path']}: {f['error']}")
+    for w in report.warnings[:20]:
+        out.print(f"[dim]warning {w['path']}: {w['warning']}[/dim]")
+    if len(report.warnings) > 20:
+        out.print(f"[dim]... and {len(report.warnings) - 20} more warnings (see --json)[/dim]")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for; any text is safe.")],
+    k: Annotated[int, typer.Option("--k", "-k", help="How many results.")] = 10,
+    mode: ModeOpt = "hybrid",
+    folder: Annotated[str | None, typer.Option(help="Only notes under this folder.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only notes with this tag (nested tags included).")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind of source: note, pdf or web.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the index.
+
+    Example: obsidian-ai-agent search "recurring tasks every two weeks" --k 5
+    """
+    with engine() as e:
+        results = e.search(query, k=k, mode=mode, folder=folder, tag=tag, kind=kind)
+    if as_json:
+        emit({"results": [r.to_dict() for r in results]})
+        return
+    if not results:
+        out.print("no results")
+    for i, r in enumerate(results, 1):
+        where = f"p. {r.page}" if r.page else f"lines {r.start_line}-{r.end_line}"
+        heading = " > ".join(r.heading_path)
+        out.print(
+            f"[bold]{i}. {r.title}[/bold]  {r.path}" + (f"  # {heading}" if heading else "") + f"  ({where})"
+        )
+        out.print(f"   {r.snippet}")
+        out.print(f"   [dim]{r.link}  score {r.score:.4f} kw {r.keyword_rank} sem {r.semantic_rank}[/dim]")
+
+
+@app.command()
+def related(
+    path: Annotated[str, typer.Argument(help="A note's path relative to the vault.")],
+    k: Annotated[int, typer.Option("--k", "-k")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Notes related to a note, by meaning and by links.
+
+    Example: obsidian-ai-agent related "Getting Started/Dates.md"
+    """
+    with engine() as e:
+        notes = e.related(path, k)
+    if as_json:
+        emit({"results": [n.to_dict() for n in notes]})
+        return
+    for i, n in enumerate(notes, 1):
+        why = ", ".join(x for x, on in (("links to it", n.links_to), ("linked from it", n.linked_from)) if on)
+        out.print(f"{i}. {n.title}  {n.path}  {n.similarity:.3f}" + (f"  ({why})" if why else ""))
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """What the index holds: sources, chunks, vectors, model, generation, database."""
+    s = settings()
+    with engine(s) as e:
+        data = e.status()
+    if as_json:
+        emit(data)
+        return
+    for key, value in data.items():
+        out.print(f"{key}: {value}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (setting server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (setting server.port).")] = None,
+    index_first: Annotated[
+        bool, typer.Option("--index/--no-index", help="Index the vault before serving.")
+    ] = True,
+) -> None:
+    """Serve the HTTP API (and keep the configured vault indexed at start)."""
+    import uvicorn
+
+    from .backend import create_app
+
+    s = settings()
+    if index_first and s.vault:
+        with engine(s) as e, progress_bar("indexing") as update:
+            report = e.index(s.vault, progress=update)
+        err.print(f"indexed {report.indexed}, unchanged {report.unchanged}, failed {len(report.failed)}")
+    uvicorn.run(create_app(s), host=host or s.server.host, port=port or s.server.port, log_level="info")
+
+
+@config_app.command("show")
+def config_show(as_json: JsonOpt = False) -> None:
+    """Print the effective settings (defaults < config file < OAA_* environment), secrets redacted."""
+    s = settings()
+    data = s.redacted()
+    if as_json:
+        emit(data)
+        return
+    import yaml
+
+    out.print(f"# config file: {s.config_file or '(none)'}")
+    out.print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
+
+
+@eval_app.command("beir")
+def eval_beir_cmd(
+    corpus: Annotated[Path, typer.Option(help="corpus.jsonl")],
+    queries: Annotated[Path, typer.Option(help="queries.jsonl")],
+    qrels: Annotated[Path, typer.Option(help="qrels TSV (query-id, corpus-id, score)")],
+    mode: ModeOpt = "hybrid",
+    as_json: JsonOpt = False,
+) -> None:
+    """nDCG@10, recall@100 and MRR@10 on a BEIR-format benchmark (indexed once into the data dir).
+
+    Example: obsidian-ai-agent eval beir --corpus scifact/corpus.jsonl --queries scifact/queries_train.jsonl
+    --qrels scifact/qrels/train.tsv
+    """
+    from .evaluate import eval_beir, eval_index_dir, index_beir_corpus
+
+    base = settings()
+    for f in (corpus, queries, qrels):
+        if not f.is_file():
+            fail(f"{f} does not exist")
+    s = base.model_copy(update={"data_dir": eval_index_dir(base, "beir", str(corpus.resolve()))})
+    with engine(s) as e:
+        with progress_bar("indexing corpus") as update:
+            index_beir_corpus(e, corpus, update)
+        result = eval_beir(e, queries, qrels, mode)
+    if as_json:
+        emit(result)
+    else:
+        for key, value in result.items():
+            out.print(f"{key}: {value}")
+
+
+@eval_app.command("questions")
+def eval_questions_cmd(
+    file: Annotated[Path, typer.Argument(help="Questions JSONL (question, relevant, kind).")],
+    vault: Annotated[Path, typer.Option(help="The vault the questions are about.")],
+    mode: ModeOpt = "hybrid",
+    as_json: JsonOpt = False,
+) -> None:
+    """hit@5 and MRR@10 of the relevant notes, overall and per kind of question.
+
+    Example: obsidian-ai-agent eval questions vault_questions_dev.jsonl --vault docs_vault
+    """
+    from .evaluate import eval_index_dir, eval_questions
+
+    base = settings()
+    if not file.is_file():
+        fail(f"{file} does not exist")
+    s = base.model_copy(update={"data_dir": eval_index_dir(base, "vault", str(vault.resolve()))})
+    with engine(s) as e:
+        with progress_bar("indexing vault") as update:
+            e.index(vault, progress=update)
+        result = eval_questions(e, file, mode)
+    if as_json:
+        emit(result)
+        return
+    out.print(
+        f"mode {result['mode']}: hit@5 {result['hit@5']}, mrr@10 {result['mrr@10']} "
+        f"({result['questions']} questions)"
+    )
+    for kind, r in result["per_kind"].items():
+        out.print(f"  {kind}: hit@5 {r['hit@5']}, mrr@10 {r['mrr@10']} ({r['questions']})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
