@@ -24,10 +24,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from . import __version__
-from .config import ConfigError, Settings, load_settings
-from .engine import Engine
-from .indexer import Progress as IndexProgress
+from .. import __version__
+from ..config import ConfigError, Settings, load_settings
+from ..engine import Engine
+from ..indexer import Progress as IndexProgress
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -89,10 +89,10 @@ def settings(**overrides: Any) -> Settings:
 
 @contextmanager
 def engine(s: Settings | None = None) -> Iterator[Engine]:
-    from .embeddings import EmbeddingError
-    from .evaluate import EvalError
-    from .search import SearchError
-    from .store import StoreError
+    from ..embeddings import EmbeddingError
+    from ..evaluate import EvalError
+    from ..search import SearchError
+    from ..store import StoreError
 
     try:
         with Engine(s or settings()) as e:
@@ -241,7 +241,7 @@ def serve(
     """Serve the HTTP API (and keep the configured vault indexed at start)."""
     import uvicorn
 
-    from .backend import create_app
+    from ..backend import create_app
 
     s = settings()
     if index_first and s.vault:
@@ -278,7 +278,7 @@ def eval_beir_cmd(
     Example: obsidian-ai-agent eval beir --corpus scifact/corpus.jsonl --queries scifact/queries_train.jsonl
     --qrels scifact/qrels/train.tsv
     """
-    from .evaluate import eval_beir, eval_index_dir, index_beir_corpus
+    from ..evaluate import eval_beir, eval_index_dir, index_beir_corpus
 
     base = settings()
     for f in (corpus, queries, qrels):
@@ -307,7 +307,7 @@ def eval_questions_cmd(
 
     Example: obsidian-ai-agent eval questions vault_questions_dev.jsonl --vault docs_vault
     """
-    from .evaluate import eval_index_dir, eval_questions
+    from ..evaluate import eval_index_dir, eval_questions
 
     base = settings()
     if not file.is_file():
@@ -326,6 +326,11 @@ def eval_questions_cmd(
     )
     for kind, r in result["per_kind"].items():
         out.print(f"  {kind}: hit@5 {r['hit@5']}, mrr@10 {r['mrr@10']} ({r['questions']})")
+
+
+# Commands of other areas live beside this module and register themselves on `app`.
+from . import answers as _answers  # noqa: E402, F401
+from . import jobs as _jobs  # noqa: E402, F401
 
 
 def main() -> None:

@@ -1,0 +1,3 @@
+"""Commands for answers; registered on the main `app`."""
+
+from __future__ import annotations

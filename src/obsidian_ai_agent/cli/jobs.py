@@ -1,0 +1,3 @@
+"""Commands for jobs; registered on the main `app`."""
+
+from __future__ import annotations
