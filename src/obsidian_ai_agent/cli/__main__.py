@@ -1,0 +1,5 @@
+"""`python -m obsidian_ai_agent.cli`."""
+
+from . import main
+
+main()
