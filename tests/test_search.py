@@ -161,3 +161,13 @@ def test_snippets_centre_on_the_query_and_links_encode_headings() -> None:
         == "obsidian://open?vault=My%20Vault&file=a%2Fb%20c%23Sub"
     )
     assert obsidian_link("v", "doc.pdf") == "obsidian://open?vault=v&file=doc.pdf"
+
+
+def test_the_tag_filter_includes_nested_tags(docs: Engine) -> None:
+    nested = docs.search("status", k=50, tag="feature/statuses")
+    parent = docs.search("status", k=50, tag="#feature")
+    assert nested and {r.path for r in nested} <= {r.path for r in parent}
+    for r in nested:
+        tags = docs.store.source_by_path(r.path).tags  # type: ignore[union-attr]
+        assert "feature/statuses" in tags
+    assert any("feature/statuses" not in docs.store.source_by_path(r.path).tags for r in parent)  # type: ignore[union-attr]
