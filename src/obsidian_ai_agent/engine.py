@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .answer import Answer, Answerer
+from .cache import make_cache
 from .config import Settings
 from .embeddings import Embedder, get_embedder
-from .indexer import Indexer, IndexReport, ProgressFn
+from .indexer import Indexer, IndexHooks, IndexReport, ProgressFn
 from .search import RelatedNote, Searcher, SearchResult
 from .store import Store
+from .store.jobs import JobStore
 
 
 class Engine:
@@ -50,6 +53,14 @@ class Engine:
         self.store.check_embedding_model(emb.model_id, emb.dimension)
         return Searcher(self.store, emb, self.settings.search, self.vault_name)
 
+    @cached_property
+    def answerer(self) -> Answerer:
+        return Answerer(self.searcher, self.settings.llm, cache=make_cache(self.settings.cache, self.store))
+
+    def ask(self, question: str, **options: Any) -> Answer:
+        """Answer from the notes with citations (see `Answerer.stream` for the streamed form)."""
+        return self.answerer.ask(question, **options)
+
     @property
     def vault_name(self) -> str:
         if self.settings.vault_name:
@@ -57,7 +68,27 @@ class Engine:
         root = self.store.get_meta("vault_root")
         return Path(root).name if root else self.settings.effective_vault_name()
 
-    def index(self, vault: Path | None = None, progress: ProgressFn | None = None) -> IndexReport:
+    @cached_property
+    def jobs(self) -> JobStore:
+        """The job rows of this index (the queue that `obsidian_ai_agent.jobs` runs)."""
+        return JobStore(self.store)
+
+    def index(
+        self,
+        vault: Path | None = None,
+        progress: ProgressFn | None = None,
+        *,
+        hooks: IndexHooks | None = None,
+        full: bool = False,
+    ) -> IndexReport:
+        root = self.vault_root(vault)
+        self.store.set_meta("vault_root", str(root))
+        return self.indexer.index_vault(
+            root, self.settings.include, self.settings.exclude, progress, hooks=hooks, full=full
+        )
+
+    def vault_root(self, vault: Path | None = None) -> Path:
+        """The vault folder to index, checked: it exists and it is the one this index holds."""
         root = Path(vault or self.settings.vault or "").expanduser()
         if not str(root) or not root.is_dir():
             raise FileNotFoundError(
@@ -69,8 +100,7 @@ class Engine:
             raise ValueError(
                 f"this index ({self.store.path}) holds the vault {held}; use another --data-dir for {root}"
             )
-        self.store.set_meta("vault_root", str(root))
-        return self.indexer.index_vault(root, self.settings.include, self.settings.exclude, progress)
+        return root
 
     def search(
         self, query: str, k: int | None = None, mode: str | None = None, **filters: Any

@@ -142,8 +142,12 @@ def eval_beir(
     }
 
 
-def eval_questions(engine: Engine, questions: Path, mode: str = "hybrid") -> dict[str, Any]:
-    """hit@5 and MRR@10 of the relevant note paths over the answerable questions, overall and per kind."""
+def eval_questions(
+    engine: Engine, questions: Path, mode: str = "hybrid", answers: bool = False
+) -> dict[str, Any]:
+    """hit@5 and MRR@10 of the relevant note paths over the answerable questions, overall and per kind;
+    with `answers`, also `answer_ok` (the answer holds every answer keyword and cites a relevant note)
+    and `declined_ok` (a negative question is declined), overall and per kind, with timings."""
     rows = _read_jsonl(questions)
     per_kind: dict[str, list[tuple[float, float]]] = defaultdict(list)
     overall: list[tuple[float, float]] = []
@@ -173,9 +177,69 @@ def eval_questions(engine: Engine, questions: Path, mode: str = "hybrid") -> dic
             "mrr@10": round(sum(m for _, m in xs) / len(xs), 4),
         }
 
-    return {
+    result: dict[str, Any] = {
         "mode": mode,
         **summary(overall),
         "per_kind": {k: summary(v) for k, v in sorted(per_kind.items())},
         "misses": misses,
+    }
+    if answers:
+        result.update(_eval_answers(engine, rows, mode, result["per_kind"]))
+    return result
+
+
+def _eval_answers(
+    engine: Engine, rows: list[dict[str, Any]], mode: str, per_kind: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    from .answer import Answerer
+
+    # No cache: every question is answered for real, so the timings are those of a first ask.
+    answerer = Answerer(engine.searcher, engine.settings.llm)
+    ok: dict[str, list[float]] = defaultdict(list)
+    first: list[float] = []
+    total: list[float] = []
+    wrong = []
+    for q in rows:
+        kind = str(q.get("kind", "unknown"))
+        answer = answerer.ask(str(q["question"]), mode=mode)
+        first.append(answer.timings.get("first_token_ms", 0.0))
+        total.append(answer.timings.get("total_ms", 0.0))
+        relevant = set(q["relevant"])
+        if relevant:
+            text = answer.text.lower()
+            has_all = all(str(w).lower() in text for w in q.get("answer_keywords", []))
+            cites = any(c.path in relevant for c in answer.citations)
+            good = has_all and cites and not answer.declined
+        else:
+            good = answer.declined
+        ok[kind].append(1.0 if good else 0.0)
+        if not good:
+            wrong.append(
+                {"id": q.get("id"), "kind": kind, "mode": answer.mode, "text": answer.text[:400],
+                 "cited": [c.path for c in answer.citations], "evidence": answer.evidence}
+            )  # fmt: skip
+    answerable = [x for k, xs in ok.items() if k != "negative" for x in xs]
+    negative = ok.get("negative", [])
+    for kind, xs in ok.items():
+        key = "declined_ok" if kind == "negative" else "answer_ok"
+        per_kind.setdefault(kind, {"questions": len(xs)})[key] = round(sum(xs) / len(xs), 4)
+
+    def pct(xs: list[float], p: float) -> float:
+        return round(sorted(xs)[min(len(xs) - 1, int(p * len(xs)))], 1) if xs else 0.0
+
+    return {
+        "answer_ok": round(sum(answerable) / len(answerable), 4) if answerable else 0.0,
+        "declined_ok": round(sum(negative) / len(negative), 4) if negative else 0.0,
+        "answers": {
+            "provider": answerer.provider,
+            "model": answerer.model_name,
+            "questions": len(answerable) + len(negative),
+            "first_token_ms": {"p50": pct(first, 0.5), "p90": pct(first, 0.9)},
+            "total_ms": {
+                "p50": pct(total, 0.5),
+                "p90": pct(total, 0.9),
+                "mean": round(sum(total) / len(total), 1),
+            },
+            "wrong": wrong,
+        },
     }

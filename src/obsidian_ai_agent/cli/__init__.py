@@ -147,23 +147,27 @@ def index(
 
     Example: obsidian-ai-agent index ~/Notes
     """
+    from ..jobs import run, submit_reindex
+
     with engine() as e, progress_bar("indexing", enabled=not quiet) as update:
-        report = e.index(path, progress=update)
-    data = report.to_dict()
+        job = run(e, submit_reindex(e, path), progress=update)
+    if job.status != "succeeded" or job.result is None:
+        fail(f"indexing job {job.id} {job.status}: {job.error}")
+    data = {**job.result, "job_id": job.id}
     if as_json:
         emit(data)
         return
     out.print(
-        f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
-        f"moved {report.moved}; {report.chunks_embedded} chunks embedded, {report.chunks_reused} reused "
-        f"in {report.seconds:.1f} s"
+        f"indexed {data['indexed']}, unchanged {data['unchanged']}, removed {data['removed']}, "
+        f"moved {data['moved']}; {data['chunks_embedded']} chunks embedded, {data['chunks_reused']} reused "
+        f"in {data['seconds']:.1f} s (job {job.id})"
     )
-    for f in report.failed:
+    for f in data["failed"]:
         out.print(f"[yellow]failed[/yellow] {f['path']}: {f['error']}")
-    for w in report.warnings[:20]:
+    for w in data["warnings"][:20]:
         out.print(f"[dim]warning {w['path']}: {w['warning']}[/dim]")
-    if len(report.warnings) > 20:
-        out.print(f"[dim]... and {len(report.warnings) - 20} more warnings (see --json)[/dim]")
+    if len(data["warnings"]) > 20:
+        out.print(f"[dim]... and {len(data['warnings']) - 20} more warnings (see --json)[/dim]")
 
 
 @app.command()
@@ -301,22 +305,34 @@ def eval_questions_cmd(
     file: Annotated[Path, typer.Argument(help="Questions JSONL (question, relevant, kind).")],
     vault: Annotated[Path, typer.Option(help="The vault the questions are about.")],
     mode: ModeOpt = "hybrid",
+    provider: Annotated[
+        str | None,
+        typer.Option("--provider", help="Answer with extractive, openai or llamacpp (setting llm.provider)."),
+    ] = None,
+    answers: Annotated[
+        bool, typer.Option("--answers/--no-answers", help="Also answer each question and score the answers.")
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """hit@5 and MRR@10 of the relevant notes, overall and per kind of question.
+    """hit@5 and MRR@10 of the relevant notes, and answer_ok / declined_ok of the answers, overall and
+    per kind of question.
 
-    Example: obsidian-ai-agent eval questions vault_questions_dev.jsonl --vault docs_vault
+    Example: obsidian-ai-agent eval questions vault_questions_dev.jsonl --vault docs_vault --provider llamacpp
     """
     from ..evaluate import eval_index_dir, eval_questions
 
     base = settings()
+    if provider is not None:
+        if provider not in ("extractive", "openai", "llamacpp"):
+            fail(f"unknown provider '{provider}'; use one of: extractive, openai, llamacpp", 2)
+        base = base.model_copy(update={"llm": base.llm.model_copy(update={"provider": provider})})
     if not file.is_file():
         fail(f"{file} does not exist")
     s = base.model_copy(update={"data_dir": eval_index_dir(base, "vault", str(vault.resolve()))})
     with engine(s) as e:
         with progress_bar("indexing vault") as update:
             e.index(vault, progress=update)
-        result = eval_questions(e, file, mode)
+        result = eval_questions(e, file, mode, answers=answers)
     if as_json:
         emit(result)
         return
@@ -324,8 +340,18 @@ def eval_questions_cmd(
         f"mode {result['mode']}: hit@5 {result['hit@5']}, mrr@10 {result['mrr@10']} "
         f"({result['questions']} questions)"
     )
+    if answers:
+        a = result["answers"]
+        out.print(
+            f"answers ({a['provider']} {a['model'] or ''}): answer_ok {result['answer_ok']}, "
+            f"declined_ok {result['declined_ok']}; first token p50 {a['first_token_ms']['p50']} ms, "
+            f"total p50 {a['total_ms']['p50']} ms"
+        )
     for kind, r in result["per_kind"].items():
-        out.print(f"  {kind}: hit@5 {r['hit@5']}, mrr@10 {r['mrr@10']} ({r['questions']})")
+        extra = "".join(f", {k} {r[k]}" for k in ("answer_ok", "declined_ok") if k in r)
+        out.print(
+            f"  {kind}: hit@5 {r.get('hit@5', '-')}, mrr@10 {r.get('mrr@10', '-')}{extra} ({r['questions']})"
+        )
 
 
 # Commands of other areas live beside this module and register themselves on `app`.
