@@ -4,6 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# llama-cpp-python is built from source: the default native build uses AMX kernels that this kind of VM
+# reports but does not allow (a general-protection fault at the first decode), so pick the CPU features.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+
 # Models come from installed packages, never from a hub.
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
