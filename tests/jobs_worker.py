@@ -2,8 +2,10 @@
 
 - `reindex DATA VAULT WINDOW`: submit (or resume) a reindex of VAULT and run it here; WINDOW chunks per
   embedding call, small so a test can kill the process between many checkpoints.
-- `work DATA LOG`: run a job runner until the queue is empty; `probe` jobs append `start|end id pid` lines
-  to LOG (opened with O_APPEND, so lines of several processes never mix) and sleep `payload.sleep`.
+- `work DATA LOG [N]`: run a job runner until the queue is empty (and, given N, until N jobs exist, so
+  several workers can all be running before the first job is submitted); `probe` jobs append
+  `start|end id pid` lines to LOG (opened with O_APPEND, so lines of several processes never mix) and
+  sleep `payload.sleep`.
 """
 
 from __future__ import annotations
@@ -54,9 +56,11 @@ def main(argv: list[str]) -> int:
             jobs.register("probe", probe_handler(Path(argv[2])))
             runner = jobs.JobRunner(engine).start()
             print("ready", flush=True)
+            expect = int(argv[3]) if len(argv) > 3 else 0
             while True:
                 counts = engine.jobs.counts()
-                if counts["queued"] == 0 and counts["running"] == 0:
+                idle = counts["queued"] == 0 and counts["running"] == 0
+                if idle and sum(counts.values()) >= expect:
                     break
                 time.sleep(0.1)
             runner.stop()

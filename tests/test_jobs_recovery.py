@@ -162,10 +162,16 @@ def test_two_runner_processes_on_one_store_run_every_job_exactly_once(
     env = _probe_settings(data)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    with Engine(load_settings()) as engine:
-        ids = [jobs.submit(engine, "probe", {"sleep": 0.02}, lane="bulk") for _ in range(60)]
     log = tmp_path / "probe.log"
-    procs = [worker("work", str(data), str(log), env=env) for _ in range(2)]
+    with Engine(load_settings()):
+        pass  # the store exists before either worker opens it
+    # Both runners are polling before the first job exists, so neither can drain the queue alone
+    # while the other is still importing.
+    procs = [worker("work", str(data), str(log), "60", env=env) for _ in range(2)]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    with Engine(load_settings()) as engine:
+        ids = [jobs.submit(engine, "probe", {"sleep": 0.05}, lane="bulk") for _ in range(60)]
     for p in procs:
         _, errors = p.communicate(timeout=120)
         assert p.returncode == 0, errors
