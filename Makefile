@@ -35,6 +35,7 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
+	command -v redis-server >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install

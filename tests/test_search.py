@@ -161,6 +161,7 @@ def test_snippets_centre_on_the_query_and_links_encode_headings() -> None:
         == "obsidian://open?vault=My%20Vault&file=a%2Fb%20c%23Sub"
     )
     assert obsidian_link("v", "doc.pdf") == "obsidian://open?vault=v&file=doc.pdf"
+    assert obsidian_link("v", "https://example.org/a?b=1", ["Intro"]) == "https://example.org/a?b=1"
 
 
 def test_the_tag_filter_includes_nested_tags(docs: Engine) -> None:

@@ -1,102 +1,110 @@
 """The HTTP service: `create_app(settings)` builds it; `uvicorn obsidian_ai_agent.backend:app` runs `app`.
 
-Routes are thin: each parses its input, calls the engine the CLI also calls, and shapes the answer.
+Routes live in `api/`, one router per area, each calling the library the CLI calls. Around them, from the
+outside in: CORS (preflight answered without auth), request id + security headers, logging and metrics,
+body limit, request timeout.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
 
-import anyio
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
-from . import __version__
+from . import __version__, observability
+from .api import errors, routers
+from .api.middleware import BodyLimit, RequestContext, Timeout
 from .config import Settings, load_settings
+from .embeddings import Embedder
 from .engine import Engine
-from .search import SearchError
+from .security import keys
+
+log = logging.getLogger("obsidian_ai_agent.server")
+
+UPLOAD_PATHS = ("/api/index_pdf",)
 
 
-class SearchRequest(BaseModel):
-    query: str = Field(max_length=2000, description="What to look for; any text is safe.")
-    k: int = Field(default=10, ge=1, le=100)
-    mode: Literal["hybrid", "keyword", "semantic"] = "hybrid"
-    folder: str | None = None
-    tag: str | None = None
-    kind: Literal["note", "pdf", "web"] | None = None
-
-
-class SearchHit(BaseModel):
-    path: str
-    title: str
-    heading_path: list[str]
-    start_line: int | None
-    end_line: int | None
-    page: int | None
-    kind: str
-    snippet: str
-    score: float
-    keyword_rank: int | None
-    semantic_rank: int | None
-    link: str
-
-
-class SearchResponse(BaseModel):
-    results: list[SearchHit]
-
-
-def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, "details": details}}, status_code=status)
-
-
-def create_app(settings: Settings | None = None) -> FastAPI:
-    started = time.time()
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
+    """The app for `settings` (default: loaded from the environment and config file); `embedder` lets
+    tests share one loaded model."""
+    s = settings or load_settings()
+    observability.setup_logging(s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        s = settings or load_settings()
-        app.state.settings = s
-        app.state.engine = Engine(s)
+        engine = Engine(s, embedder=embedder)
+        app.state.engine = engine
+        app.state.started = time.time()
+        keys.ensure_admin_key(engine.store, s)
+        runner = watcher = None
+        if s.server.run_jobs:
+            from .jobs import JobRunner
+
+            runner = JobRunner(engine).start()
+        if s.server.watch and s.vault:
+            from .jobs.watch import Watcher
+
+            watcher = Watcher(engine, s.vault, runner)
+            threading.Thread(target=watcher.run, name="watch", daemon=True).start()
+        app.state.runner = runner
         try:
             yield
         finally:
-            app.state.engine.close()
+            if watcher is not None:
+                watcher.stop()
+            if runner is not None:
+                runner.stop()
+            engine.close()
 
-    app = FastAPI(title="Obsidian AI Agent", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Obsidian AI Agent",
+        version=__version__,
+        description="Search and answers over an Obsidian vault, from the notes only, with citations.",
+        lifespan=lifespan,
+        debug=s.server.debug,
+    )
+    app.state.settings = s
+    app.state.started = time.time()
+    errors.install(app)
+    for router in routers:
+        app.include_router(router)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"field": ".".join(str(p) for p in e["loc"][1:]), "message": e["msg"]} for e in exc.errors()
-        ]
-        return _error(422, "validation_error", "the request is not valid; see details", details)
-
-    @app.exception_handler(SearchError)
-    async def _search_error(request: Request, exc: SearchError) -> JSONResponse:
-        return _error(400, "bad_request", str(exc))
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        """Liveness: answers from memory, no I/O."""
-        return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - started, 1)}
-
-    @app.post("/api/search", response_model=SearchResponse)
-    async def api_search(body: SearchRequest, request: Request) -> dict[str, Any]:
-        """Hybrid (default), keyword or semantic search, with folder, tag and kind filters."""
-        engine: Engine = request.app.state.engine
-        results = await anyio.to_thread.run_sync(
-            lambda: engine.search(
-                body.query, body.k, body.mode, folder=body.folder, tag=body.tag, kind=body.kind
-            )
-        )
-        return {"results": [r.to_dict() for r in results]}
-
+    # Added inside-out: the last one added is the outermost.
+    app.add_middleware(Timeout, seconds=s.server.request_timeout)
+    app.add_middleware(
+        BodyLimit,
+        limit=s.server.max_body_bytes,
+        upload_limit=s.server.max_upload_bytes,
+        upload_paths=UPLOAD_PATHS,
+    )
+    observability.install(app, s)
+    app.add_middleware(RequestContext)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=s.server.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "Accept"],
+        expose_headers=[
+            "X-Request-ID",
+            "Retry-After",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+        ],
+        max_age=600,
+    )
     return app
 
 
-app = create_app()
+def __getattr__(name: str) -> FastAPI:
+    # `app` is built on first use, so importing this module (tests, the CLI) reads no settings.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -178,9 +178,133 @@ class CacheSettings(_Section):
     max_entries: int = Field(default=2000, ge=1, le=10_000_000)
 
 
+DEFAULT_CORS = ["app://obsidian.md", "capacitor://localhost", "http://localhost"]
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+class AuthSettings(_Section):
+    enabled: bool = True
+    """Switch API keys off; refused unless `server.host` is a loopback address."""
+    rotation_grace: float = Field(default=3600.0, ge=0)
+    """Seconds in which a rotated key's old value still works beside the new one."""
+
+
+class RateLimitSettings(_Section):
+    DEFAULT_GROUPS: ClassVar[dict[str, str]] = {
+        "read": "300/minute",
+        "ask": "60/minute",
+        "write": "120/minute",
+        "admin": "60/minute",
+    }
+    UNLIMITED: ClassVar[str] = "unlimited"
+
+    enabled: bool = True
+    groups: dict[str, str] = Field(default_factory=lambda: dict(RateLimitSettings.DEFAULT_GROUPS))
+    """Limits per key and route group, in the `limits` library's notation (`10/second`, `100 per minute`,
+    `1000/hour`); a group named here replaces only that group's default; `unlimited` switches one off."""
+    anonymous: str = "60/minute"
+    """Limit per client address and route group for requests without a key (when auth is off)."""
+    ipv6_prefix: int = Field(default=64, ge=32, le=128)
+    """Anonymous IPv6 callers are counted per network of this prefix length (one host often holds a /64)."""
+    redis_timeout: float = Field(default=0.5, gt=0, le=30)
+    """Seconds to wait for Redis (connect, and each command) before counting in this worker instead."""
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _over_defaults(cls, v: Any) -> Any:
+        return {**cls.DEFAULT_GROUPS, **v} if isinstance(v, dict) else v
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_parse(cls, v: dict[str, str]) -> dict[str, str]:
+        return {name: cls._parse(f"groups.{name}", limit) for name, limit in v.items()}
+
+    @field_validator("anonymous")
+    @classmethod
+    def _anonymous_parses(cls, v: str) -> str:
+        return cls._parse("anonymous", v)
+
+    @classmethod
+    def _parse(cls, name: str, value: str) -> str:
+        from limits import parse_many
+
+        value = value.strip()
+        if value.lower() == cls.UNLIMITED:
+            return cls.UNLIMITED
+        hint = "write one limit such as 300/minute, 10 per second or 1000/hour, or `unlimited`"
+        try:
+            items = list(parse_many(value))
+        except ValueError:
+            raise ValueError(f"rate_limits.{name} {value!r} is not a rate limit; {hint}") from None
+        if len(items) != 1 or items[0].amount < 1:
+            raise ValueError(f"rate_limits.{name} {value!r} must be one limit of at least 1; {hint}")
+        return value
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    cors_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_CORS))
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Peers (addresses or networks) whose `X-Forwarded-For` names the real client."""
+    request_timeout: float = Field(default=120.0, gt=0)
+    """Seconds before a request is answered 504 (streams are bounded by the LLM's own timeout)."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Largest JSON or note body accepted (413 beyond)."""
+    max_upload_bytes: int = Field(default=50 * 1_048_576, ge=1024)
+    """Largest PDF upload accepted by /api/index_pdf (413 beyond)."""
+    allow_private_urls: bool = False
+    """Let /api/index_web fetch loopback, private and link-local addresses (off: SSRF guard)."""
+    fetch_timeout: float = Field(default=20.0, gt=0)
+    """Seconds /api/index_web may spend fetching one page, redirects included."""
+    fetch_max_bytes: int = Field(default=10 * 1_048_576, ge=1024)
+    """Largest web page /api/index_web reads (decoded); a larger page fails its job."""
+    upload_folder: str = "_uploads"
+    """Vault folder where /api/index_pdf stores uploaded PDFs when the request names no `folder`."""
+    slow_request_ms: float = Field(default=1000.0, ge=0)
+    """Requests slower than this are kept for /api/performance/tracing/slow-requests."""
+    min_free_disk_mb: int = Field(default=1024, ge=0)
+    """/api/health/detailed reports the disk degraded when the data dir's file system has less free space
+    than this, and down below a tenth of it (SQLite needs room to write)."""
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    debug: bool = False
+    run_jobs: bool = True
+    """Run a job runner in each worker (jobs are claimed exactly once across workers)."""
+    watch: bool = False
+    """Follow the vault with `watch` while serving (setting `watch.*` tunes it)."""
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network; give e.g. 10.0.0.5 or 10.0.0.0/8"
+                ) from None
+        return v
+
+
+class LoggingSettings(_Section):
+    file: Path | None = None
+    """JSON log lines go here as well as to stderr (relative paths are under the data dir)."""
+    max_bytes: int = Field(default=10 * 1_048_576, ge=1024)
+    """Rotate the log file past this size."""
+    backups: int = Field(default=5, ge=0, le=1000)
+    """Rotated files kept (retention)."""
+    json_format: bool = True
+    metrics_dir: Path | None = None
+    """Where several workers keep their Prometheus values so /metrics sums them (relative paths are under
+    the data dir; default `<data dir>/metrics`; the PROMETHEUS_MULTIPROC_DIR environment variable wins)."""
+    slow_requests: int = Field(default=100, ge=1, le=100_000)
+    """How many of the most recent slow requests (see server.slow_request_ms) are kept for inspection."""
 
 
 class Settings(BaseSettings):
@@ -207,6 +331,9 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    redis_url: SecretStr | None = None
+    """`redis://host:port/db`: rate-limit counters shared by every worker and replica (else in memory)."""
 
     # Set by load_settings; not a setting a user writes.
     config_file: Path | None = Field(default=None, exclude=True)
@@ -245,6 +372,17 @@ class Settings(BaseSettings):
         names = [lane.name for lane in info.data.get("lanes", [])]
         if names and v.lane not in names:
             raise ValueError(f"watch.lane refers to unknown lane {v.lane!r}; lanes: {', '.join(names)}")
+        return v
+
+    @field_validator("server")
+    @classmethod
+    def _auth_off_only_on_loopback(cls, v: ServerSettings) -> ServerSettings:
+        if not v.auth.enabled and v.host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"server.auth.enabled may be false only when server.host is loopback, not {v.host!r}"
+            )
+        if (v.ssl_certfile is None) != (v.ssl_keyfile is None):
+            raise ValueError("server.ssl_certfile and server.ssl_keyfile go together; give both or neither")
         return v
 
     def lane(self, name: str) -> LaneSettings:
@@ -369,9 +507,9 @@ def _explain(err: ValidationError, file: Path | None) -> ConfigError:
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not isinstance(p, int)) or ("(root)",)
         field = ".".join(str(p) for p in loc)
-        env = _env_name(loc[:2]) if len(loc) >= 1 else ""
-        if env in os.environ or _env_name(loc[:1]) in os.environ:
-            origin = f"environment variable {env if env in os.environ else _env_name(loc[:1])}"
+        env = next((n for i in range(len(loc), 0, -1) if (n := _env_name(loc[:i])) in os.environ), None)
+        if env is not None:
+            origin = f"environment variable {env}"
         elif file is not None:
             origin = f"config file {file}"
         else:

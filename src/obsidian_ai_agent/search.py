@@ -81,6 +81,9 @@ def fts_match(terms: list[str]) -> str:
 
 
 def obsidian_link(vault: str, path: str, heading_path: list[str] | None = None) -> str:
+    """An `obsidian://open` link to the note (and heading); a web page's link is its own URL."""
+    if path.startswith(("http://", "https://")):
+        return path
     target = path[:-3] if path.lower().endswith(".md") else path
     if heading_path:
         target += "#" + heading_path[-1]

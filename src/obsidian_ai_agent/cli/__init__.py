@@ -238,21 +238,60 @@ def status(as_json: JsonOpt = False) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (setting server.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (setting server.port).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (setting server.workers).", min=1, max=64)
+    ] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option("--ssl-certfile", help="TLS certificate (PEM); serve HTTPS.")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option("--ssl-keyfile", help="TLS private key (PEM).")] = None,
     index_first: Annotated[
         bool, typer.Option("--index/--no-index", help="Index the vault before serving.")
     ] = True,
 ) -> None:
-    """Serve the HTTP API (and keep the configured vault indexed at start)."""
+    """Serve the HTTP API (and bring the configured vault's index up to date first).
+
+    Example: obsidian-ai-agent serve --host 0.0.0.0 --workers 4 --ssl-certfile c.pem --ssl-keyfile k.pem
+    """
     import uvicorn
 
-    from ..backend import create_app
-
+    # Each worker process reads its settings afresh: hand the command line's choices over through the
+    # environment, where they rank above the config file just as flags should.
+    chosen = {
+        "OAA_DATA_DIR": state.data_dir,
+        "OAA_CONFIG": state.config,
+        "OAA_SERVER__HOST": host,
+        "OAA_SERVER__PORT": port,
+        "OAA_SERVER__WORKERS": workers,
+        "OAA_SERVER__SSL_CERTFILE": ssl_certfile,
+        "OAA_SERVER__SSL_KEYFILE": ssl_keyfile,
+    }
+    for name, value in chosen.items():
+        if value is not None:
+            os.environ[name] = str(Path(value).resolve()) if isinstance(value, Path) else str(value)
     s = settings()
+    for f in (s.server.ssl_certfile, s.server.ssl_keyfile):
+        if f is not None and not f.is_file():
+            fail(f"TLS file {f} does not exist; give a PEM certificate and key", 2)
     if index_first and s.vault:
         with engine(s) as e, progress_bar("indexing") as update:
             report = e.index(s.vault, progress=update)
         err.print(f"indexed {report.indexed}, unchanged {report.unchanged}, failed {len(report.failed)}")
-    uvicorn.run(create_app(s), host=host or s.server.host, port=port or s.server.port, log_level="info")
+    scheme = "https" if s.server.ssl_certfile else "http"
+    err.print(f"serving on {scheme}://{s.server.host}:{s.server.port} with {s.server.workers} worker(s)")
+    uvicorn.run(
+        "obsidian_ai_agent.backend:app",
+        host=s.server.host,
+        port=s.server.port,
+        workers=s.server.workers,
+        ssl_certfile=str(s.server.ssl_certfile) if s.server.ssl_certfile else None,
+        ssl_keyfile=str(s.server.ssl_keyfile) if s.server.ssl_keyfile else None,
+        log_config=None,  # our JSON logging (observability) is set up by the app
+        access_log=False,  # one line per request comes from our middleware, with the request id
+        proxy_headers=False,  # X-Forwarded-For is honoured only from server.trusted_proxies
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 @config_app.command("show")
@@ -357,6 +396,7 @@ def eval_questions_cmd(
 # Commands of other areas live beside this module and register themselves on `app`.
 from . import answers as _answers  # noqa: E402, F401
 from . import jobs as _jobs  # noqa: E402, F401
+from . import keys as _keys  # noqa: E402, F401
 
 
 def main() -> None:

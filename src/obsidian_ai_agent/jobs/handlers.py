@@ -6,6 +6,7 @@ kind gets the same checks, retries, quarantine, checkpoints and spans.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..indexer import IndexReport, Progress
 from ..notes import kind_of, parse_text
 from ..notes.scan import matches_any
+from ..notes.web import FetchError, WebPage, fetch_page
 
 if TYPE_CHECKING:
     from .runner import JobContext
@@ -66,11 +68,44 @@ def delete_note(ctx: JobContext) -> dict[str, Any]:
 
 
 def index_web(ctx: JobContext) -> dict[str, Any]:
-    """A web page's already extracted text as a `web` source (payload `url`, `title`, `text`)."""
+    """A web page as a `web` source: payload `url` with its already extracted `text` (and `title`), or
+    `url` alone to fetch it here (URL guard on every hop, size cap, `server.fetch_timeout`)."""
     p = ctx.job.payload
-    parsed = parse_text(p["text"], p["url"], p.get("title") or p["url"], "web", ctx.engine.embedder.counter)
+    extra: dict[str, Any] = {}
+    if p.get("text") is None:
+        page = _fetch_page(ctx, p["url"])
+        url, title, text = page.url, page.title, page.text
+        extra = {"url": page.url, "final_url": page.final_url, "title": page.title, "bytes": page.nbytes}
+    else:
+        url, title, text = p["url"], p.get("title") or p["url"], p["text"]
+    parsed = parse_text(text, url, title, "web", ctx.engine.embedder.counter)
     report = ctx.engine.indexer.index_parsed(parsed, hooks=ctx)
-    return _result(ctx, report.to_dict())
+    return _result(ctx, {**report.to_dict(), **extra})
+
+
+def _fetch_page(ctx: JobContext, url: str) -> WebPage:
+    """Fetch with the lane's retries for transient failures (timeouts, 5xx); others fail the job at once."""
+    s = ctx.engine.settings.server
+    attempt = 0
+    while True:
+        ctx.check()
+        t0 = time.perf_counter()
+        try:
+            page = fetch_page(
+                url, timeout=s.fetch_timeout, max_bytes=s.fetch_max_bytes, allow_private=s.allow_private_urls
+            )
+        except FetchError as e:
+            attempt += 1
+            delay = ctx.retry_delay(attempt, e) if e.transient else None
+            if delay is None:
+                raise
+            end = time.monotonic() + delay
+            while time.monotonic() < end:
+                ctx.check()
+                time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+            continue
+        ctx.stage("fetch", time.perf_counter() - t0, 1, page.nbytes)
+        return page
 
 
 def _add(total: IndexReport, r: IndexReport) -> None:

@@ -97,6 +97,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
 
 from .conversations import m003_conversations  # noqa: E402
 from .jobs import m002_jobs  # noqa: E402
+from .keys import m004_api_keys  # noqa: E402
 
 # Append only: a migration's place in this list is its number.
-MIGRATIONS: list[Migration] = [m001_initial, m002_jobs, m003_conversations]
+MIGRATIONS: list[Migration] = [m001_initial, m002_jobs, m003_conversations, m004_api_keys]

@@ -465,3 +465,7 @@ class Store:
 
     def integrity_check(self) -> str:
         return str(self._query("PRAGMA integrity_check")[0][0])
+
+    def quick_check(self) -> str:
+        """`PRAGMA quick_check`: the structural checks, without the slower index cross-checks."""
+        return str(self._query("PRAGMA quick_check")[0][0])

@@ -1,0 +1,131 @@
+"""One error shape for every route: `{"error": {"code", "message", "details"}}`, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..config import ConfigError
+from ..search import SearchError
+from ..store import ModelMismatchError
+
+log = logging.getLogger("obsidian_ai_agent.api")
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """What every error looks like."""
+
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    """Raised by routes and dependencies; becomes the error shape with `status` and `headers`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or _CODES.get(status, "error")
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# Responses every protected route can give, for OpenAPI.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse, "description": d}
+    for s, d in {
+        400: "The request cannot be used as sent (e.g. a body that is not JSON); the message says why",
+        401: "No key, or a key that is not valid",
+        403: "The key lacks the scope this route needs",
+        413: "The body is larger than the server accepts",
+        422: "The request does not validate; `details` names each field",
+        429: "Rate limited; `Retry-After` says when to try again",
+        500: "An unexpected error (the log has the request id)",
+        504: "The request took longer than the server allows",
+    }.items()
+}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        fields = ", ".join(d["field"] for d in details)
+        return error_response(422, "validation_error", f"the request is not valid: {fields}", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+
+    @app.exception_handler(SearchError)
+    async def _search(request: Request, exc: SearchError) -> JSONResponse:
+        return error_response(400, "bad_request", str(exc))
+
+    @app.exception_handler(ModelMismatchError)
+    async def _model(request: Request, exc: ModelMismatchError) -> JSONResponse:
+        return error_response(409, "embedding_model_mismatch", str(exc))
+
+    @app.exception_handler(ConfigError)
+    async def _config(request: Request, exc: ConfigError) -> JSONResponse:
+        return error_response(500, "config_error", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = getattr(request.state, "request_id", None)
+        log.exception("unhandled error", extra={"request_id": rid})
+        return error_response(
+            500, "internal_error", f"an unexpected error; the server log has request id {rid}", None
+        )

@@ -1,0 +1,433 @@
+"""Health: `/health` (liveness), `/status` (readiness), `/api/health/detailed` (every component checked
+for real) and `/api/config` (the effective settings, secrets redacted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from ..engine import Engine
+from ..store import StoreError
+from .deps import EngineDep, SettingsDep, require, run_sync
+from .errors import ERROR_RESPONSES, ApiError, ErrorResponse
+
+log = logging.getLogger("obsidian_ai_agent.api")
+
+router = APIRouter(tags=["health"])
+
+State = Literal["ok", "degraded", "down"]
+_RANK: dict[str, int] = {"ok": 0, "degraded": 1, "down": 2}
+# A component check that takes longer than this is reported down (its thread is abandoned).
+CHECK_TIMEOUT = 10.0
+# The LLM server is asked with a short timeout: a health page must not wait for a slow model.
+LLM_PROBE_TIMEOUT = 3.0
+PROBE_TEXT = "health check of the embedding model"
+
+
+def uptime(request: Request) -> float:
+    return round(time.time() - float(request.app.state.started), 1)
+
+
+# -- liveness -------------------------------------------------------------------------------------
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    uptime_s: float = Field(description="Seconds since this worker started.")
+
+
+@router.get("/health", response_model=Liveness)
+async def health(request: Request) -> Liveness:
+    """Liveness: answers from memory, needs no key, touches neither the disk nor the index."""
+    return Liveness(version=__version__, uptime_s=uptime(request))
+
+
+# -- readiness ------------------------------------------------------------------------------------
+
+
+class IndexFigures(BaseModel):
+    sources: int
+    chunks: int
+    vectors: int
+    failed: int = Field(description="Sources that could not be indexed (see `index` errors).")
+    generation: int = Field(description="Moves on with every change to the index.")
+    schema_version: int
+    vault: str | None = Field(description="The vault folder this index holds.")
+
+
+class EmbeddingFigures(BaseModel):
+    model: str | None = Field(description="The model the index was built with.")
+    dimension: int | None
+    configured: str = Field(description="The model the settings name (`embedding.model`).")
+    provider: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    uptime_s: float
+    index: IndexFigures
+    embedding: EmbeddingFigures
+    llm_provider: str
+    database: str = Field(description="The index database file.")
+    queue: dict[str, int] = Field(description="Jobs by status.")
+    job_runner: bool = Field(description="Whether this worker runs queued jobs.")
+
+
+@router.get(
+    "/status",
+    response_model=Readiness,
+    dependencies=[require("read")],
+    responses={**ERROR_RESPONSES, 503: {"model": ErrorResponse, "description": "The index cannot be read"}},
+)
+async def status(request: Request, engine: EngineDep) -> Readiness:
+    """Readiness: version, uptime, index counts, embedding model, database and job queue; 503 when the
+    index database cannot be read."""
+
+    def read() -> tuple[dict[str, Any], dict[str, int]]:
+        return engine.status(), engine.jobs.counts()
+
+    try:
+        info, queue = await run_sync(read)
+    except (sqlite3.Error, StoreError) as e:
+        log.error("status: the index database cannot be read: %s", e)
+        raise ApiError(
+            503,
+            f"the index database {engine.store.path} cannot be read ({e}); check the file and disk, "
+            "or restore a backup",
+            code="unavailable",
+        ) from e
+    s = engine.settings
+    return Readiness(
+        version=info["version"],
+        uptime_s=uptime(request),
+        index=IndexFigures(
+            sources=info["sources"],
+            chunks=info["chunks"],
+            vectors=info["vectors"],
+            failed=info["failed"],
+            generation=info["index_generation"],
+            schema_version=info["schema_version"],
+            vault=info["vault"],
+        ),
+        embedding=EmbeddingFigures(
+            model=info["embedding_model"],
+            dimension=info["embedding_dimension"],
+            configured=s.embedding.model,
+            provider=s.embedding.provider,
+        ),
+        llm_provider=s.llm.provider,
+        database=info["database"],
+        queue=queue,
+        job_runner=getattr(request.app.state, "runner", None) is not None,
+    )
+
+
+# -- detailed health ------------------------------------------------------------------------------
+
+
+class Component(BaseModel):
+    state: State
+    latency_ms: float = Field(description="How long the check took.")
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class SystemFigures(BaseModel):
+    cpu_percent: float
+    cpu_count: int | None
+    load_average: list[float]
+    memory_total_bytes: int
+    memory_available_bytes: int
+    memory_percent: float
+    process_rss_bytes: int
+    process_threads: int
+    disk_path: str
+    disk_total_bytes: int
+    disk_free_bytes: int
+    disk_used_percent: float
+
+
+class DetailedHealth(BaseModel):
+    status: State = Field(
+        description="The worst component; a language model that is down only degrades the service "
+        "(answers fall back to extracts) unless `llm.on_error` is `fail`."
+    )
+    version: str
+    uptime_s: float
+    checked_at: float
+    components: dict[str, Component]
+    system: SystemFigures
+
+
+class CheckResult(Exception):
+    """Raised inside a check to report a state other than ok, with its message and details."""
+
+    def __init__(self, state: State, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.state = state
+        self.message = message
+        self.details = details
+
+
+def check_database(engine: Engine) -> tuple[str, dict[str, Any]]:
+    store = engine.store
+    counts = store.counts()
+    integrity = store.quick_check()
+    if integrity != "ok":
+        raise CheckResult(
+            "down",
+            f"the index database fails its integrity check ({integrity}); restore a backup or reindex",
+            **counts,
+        )
+    return f"{store.path}: {counts['chunks']} chunks, integrity ok", counts
+
+
+def check_vectors(engine: Engine) -> tuple[str, dict[str, Any]]:
+    vectors = engine.searcher.vectors
+    vectors.refresh()
+    if not len(vectors):
+        raise CheckResult("degraded", "the index holds no vectors yet; index the vault", vectors=0)
+    # A stored vector must find itself: the kNN runs on the real matrix.
+    hits = vectors.search(vectors.matrix[0], 3)
+    best = hits[0][1] if hits else -1.0
+    details = {"vectors": len(vectors), "dimension": int(vectors.matrix.shape[1]), "best": round(best, 4)}
+    if best < 0.99:
+        raise CheckResult(
+            "down", f"a stored vector did not find itself (best similarity {best:.3f})", **details
+        )
+    return f"exact kNN over {len(vectors)} vectors", details
+
+
+def check_embedder(engine: Engine) -> tuple[str, dict[str, Any]]:
+    embedder = engine.embedder
+    vec = np.asarray(embedder.embed_query(PROBE_TEXT), dtype=np.float32)
+    details = {"model": embedder.model_id, "dimension": int(embedder.dimension)}
+    if (
+        vec.shape != (embedder.dimension,)
+        or not np.isfinite(vec).all()
+        or abs(np.linalg.norm(vec) - 1) > 0.01
+    ):
+        raise CheckResult(
+            "down", f"model {embedder.model_id} returned a malformed vector {vec.shape}", **details
+        )
+    return f"{embedder.model_id} embedded a probe text ({embedder.dimension} dimensions)", details
+
+
+def _public_url(url: str) -> str:
+    import httpx
+
+    try:
+        return str(httpx.URL(url).copy_with(username=None, password=None))
+    except Exception:  # a malformed URL is shown as the setting says, minus anything before `@`
+        return url.rsplit("@", 1)[-1]
+
+
+def check_llm(engine: Engine) -> tuple[str, dict[str, Any]]:
+    llm = engine.settings.llm
+    if llm.provider == "extractive":
+        return "none configured: answers are extracts of the notes", {"provider": "extractive"}
+    if llm.provider == "llamacpp":
+        from ..llm import LLMError, packaged_gguf
+
+        try:
+            path = Path(llm.model).expanduser() if llm.model else packaged_gguf()
+        except LLMError as e:
+            raise CheckResult("down", str(e), provider="llamacpp") from None
+        details: dict[str, Any] = {"provider": "llamacpp", "model": str(path)}
+        if not path.is_file():
+            raise CheckResult("down", f"GGUF model file {path} does not exist; set llm.model", **details)
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise CheckResult(
+                "down",
+                "llama-cpp-python is not installed: `pip install obsidian-ai-agent[local-llm]`",
+                **details,
+            )
+        return f"model file {path.name} present", details
+    return _probe_openai(engine)
+
+
+def _probe_openai(engine: Engine) -> tuple[str, dict[str, Any]]:
+    import httpx
+
+    llm = engine.settings.llm
+    where = _public_url(llm.base_url.rstrip("/"))
+    details: dict[str, Any] = {"provider": "openai", "base_url": where, "model": llm.model or None}
+    headers = {"Authorization": f"Bearer {llm.api_key.get_secret_value()}"} if llm.api_key else {}
+    try:
+        resp = httpx.get(
+            llm.base_url.rstrip("/") + "/models",
+            headers=headers,
+            timeout=min(LLM_PROBE_TIMEOUT, llm.timeout),
+        )
+    except httpx.TimeoutException:
+        raise CheckResult(
+            "down", f"LLM server {where} did not answer within {LLM_PROBE_TIMEOUT:g} s", **details
+        ) from None
+    except httpx.HTTPError as e:
+        raise CheckResult(
+            "down", f"cannot reach LLM server {where}: {type(e).__name__}; is it running?", **details
+        ) from None
+    details["http_status"] = resp.status_code
+    if resp.status_code in (401, 403):
+        raise CheckResult("down", f"LLM server {where} refused the API key; set llm.api_key", **details)
+    if resp.status_code == 404:
+        return f"LLM server {where} answers (it lists no models)", details
+    if resp.status_code >= 400:
+        raise CheckResult("down", f"LLM server {where} answered {resp.status_code}", **details)
+    try:
+        ids = [str(m["id"]) for m in resp.json().get("data", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        ids = []
+    details["models"] = ids[:20]
+    if llm.model and ids and not any(i == llm.model or i.split(":")[0] == llm.model for i in ids):
+        raise CheckResult(
+            "degraded", f"LLM server {where} is up but does not have model '{llm.model}'", **details
+        )
+    return f"LLM server {where} is up" + (f" with model '{llm.model}'" if llm.model else ""), details
+
+
+def check_disk(engine: Engine) -> tuple[str, dict[str, Any]]:
+    path = engine.settings.data_dir
+    usage = shutil.disk_usage(path)
+    floor = engine.settings.server.min_free_disk_mb * 1024 * 1024
+    free_mb = usage.free // (1024 * 1024)
+    details = {
+        "path": str(path),
+        "free_bytes": usage.free,
+        "total_bytes": usage.total,
+        "min_free_bytes": floor,
+    }
+    if usage.free < floor / 10:
+        raise CheckResult("down", f"only {free_mb} MB free in {path}; free space now", **details)
+    if usage.free < floor:
+        raise CheckResult(
+            "degraded",
+            f"{free_mb} MB free in {path}, under server.min_free_disk_mb "
+            f"({engine.settings.server.min_free_disk_mb}); free some space",
+            **details,
+        )
+    return f"{free_mb} MB free in {path}", details
+
+
+CHECKS: dict[str, Callable[[Engine], tuple[str, dict[str, Any]]]] = {
+    "database": check_database,
+    "vector_search": check_vectors,
+    "embedder": check_embedder,
+    "llm": check_llm,
+    "disk": check_disk,
+}
+
+
+async def run_check(
+    name: str, fn: Callable[[Engine], tuple[str, dict[str, Any]]], engine: Engine
+) -> Component:
+    t0 = time.perf_counter()
+    state: State = "ok"
+    details: dict[str, Any] = {}
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT):
+            message, details = await run_sync(lambda: fn(engine))
+    except CheckResult as r:
+        state, message, details = r.state, r.message, r.details
+    except TimeoutError:
+        state, message = "down", f"the check did not finish within {CHECK_TIMEOUT:g} s"
+    except Exception as e:  # a check that breaks reports its component down; the page still answers
+        log.warning("health check %s failed", name, exc_info=True)
+        state, message = "down", f"{type(e).__name__}: {e}"
+    return Component(
+        state=state, latency_ms=round((time.perf_counter() - t0) * 1000, 2), message=message, details=details
+    )
+
+
+def system_figures(data_dir: Path) -> SystemFigures:
+    import psutil
+
+    mem = psutil.virtual_memory()
+    proc = psutil.Process()
+    disk = shutil.disk_usage(data_dir)
+    return SystemFigures(
+        cpu_percent=psutil.cpu_percent(interval=0.1),
+        cpu_count=psutil.cpu_count(),
+        load_average=[round(x, 2) for x in os.getloadavg()],
+        memory_total_bytes=mem.total,
+        memory_available_bytes=mem.available,
+        memory_percent=mem.percent,
+        process_rss_bytes=proc.memory_info().rss,
+        process_threads=proc.num_threads(),
+        disk_path=str(data_dir),
+        disk_total_bytes=disk.total,
+        disk_free_bytes=disk.free,
+        disk_used_percent=round(100 * disk.used / disk.total, 1) if disk.total else 0.0,
+    )
+
+
+def overall(components: dict[str, Component], llm_critical: bool) -> State:
+    """The worst state; a down LLM only degrades the service when answers fall back to extracts."""
+    states: list[State] = []
+    for name, c in components.items():
+        states.append("degraded" if name == "llm" and c.state == "down" and not llm_critical else c.state)
+    return max(states, key=lambda s: _RANK[s], default="ok")
+
+
+@router.get(
+    "/api/health/detailed",
+    response_model=DetailedHealth,
+    dependencies=[require("admin")],
+    responses=ERROR_RESPONSES,
+)
+async def detailed(request: Request, engine: EngineDep) -> DetailedHealth:
+    """Every component checked for real, side by side: the database (a fresh connection, a query and an
+    integrity check), vector search (a kNN on the live matrix), the embedding model (a probe text), the
+    language model (its server's `/models`, or its file), and free disk space; plus CPU, memory and disk
+    figures. Always 200: the states are in the body."""
+    components: dict[str, Component] = {}
+    figures: list[SystemFigures] = []
+
+    async def one(name: str) -> None:
+        components[name] = await run_check(name, CHECKS[name], engine)
+
+    async def system() -> None:
+        figures.append(await run_sync(lambda: system_figures(engine.settings.data_dir)))
+
+    async with anyio.create_task_group() as tg:
+        for name in CHECKS:
+            tg.start_soon(one, name)
+        tg.start_soon(system)
+    ordered = {name: components[name] for name in CHECKS}
+    return DetailedHealth(
+        status=overall(ordered, engine.settings.llm.on_error == "fail"),
+        version=__version__,
+        uptime_s=uptime(request),
+        checked_at=time.time(),
+        components=ordered,
+        system=figures[0],
+    )
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/api/config",
+    response_model=dict[str, Any],
+    dependencies=[require("admin")],
+    responses=ERROR_RESPONSES,
+)
+async def config(settings: SettingsDep) -> dict[str, Any]:
+    """The effective settings (defaults < config file < environment), every secret redacted."""
+    return settings.redacted()

@@ -1,0 +1,167 @@
+"""PUT / DELETE /api/notes/{path} (write): the Obsidian plugin keeps a remote server's vault in sync.
+
+A pushed note is written into the vault atomically and indexed as a job (`upsert_note`, the
+`interactive` lane by default); `?wait=true` answers 200 once it is indexed. Every path passes the vault
+path guard first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ValidationError
+from starlette.convertors import PathConvertor, register_url_convertor
+
+from .. import jobs
+from ..engine import Engine
+from ..security.paths import NOTE_SUFFIXES, SOURCE_SUFFIXES, PathRefused, VaultPath, vault_path
+from .deps import EngineDep, require, run_sync
+from .errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from .index import JobAccepted, accepted, vault_of, write_atomic
+
+
+class _AnyPath(PathConvertor):
+    """Like `path`, but also matching line breaks, so that the guard (not a bare 404) refuses them."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("notepath", _AnyPath())
+
+router = APIRouter(tags=["notes"], responses=ERROR_RESPONSES)
+
+TEXT_TYPES = ("text/markdown", "text/plain", "text/x-markdown")
+
+
+class NoteContent(BaseModel):
+    content: str
+
+
+NOTE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The note's Markdown, as it is in Obsidian (UTF-8).",
+        "content": {
+            "text/markdown": {"schema": {"type": "string"}},
+            "text/plain": {"schema": {"type": "string"}},
+            "application/json": {"schema": NoteContent.model_json_schema()},
+        },
+    }
+}
+
+
+def _errors(**described: str) -> dict[int | str, dict[str, Any]]:
+    return {int(s): {"model": ErrorResponse, "description": d} for s, d in described.items()}
+
+
+PUT_ERRORS = _errors(
+    **{
+        "400": "The path is refused by the vault path guard, or the body is not UTF-8 text",
+        "409": "The server has no vault configured, or a file is in the way of a folder",
+        "415": "The body is neither Markdown/plain text nor JSON {content}",
+    }
+)
+DELETE_ERRORS = _errors(
+    **{
+        "400": "The path is refused by the vault path guard",
+        "404": "Neither the vault nor the index has this note",
+        "409": "The server has no vault configured",
+    }
+)
+WAIT = Query(False, description="Answer 200 once the note is indexed (or removed) instead of 202 at once.")
+
+
+def guarded(engine: Engine, rel: str, suffixes: tuple[str, ...]) -> tuple[Path, VaultPath]:
+    """The vault and the guarded file (blocking: resolves the vault and symlinks)."""
+    root = vault_of(engine)
+    s = engine.settings
+    try:
+        return root, vault_path(root, rel, suffixes, include=s.include, exclude=s.exclude)
+    except PathRefused as e:
+        raise ApiError(400, str(e), code="bad_path") from None
+
+
+async def _content(request: Request) -> bytes:
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    raw = await request.body()
+    if ctype == "application/json":
+        try:
+            return NoteContent.model_validate(json.loads(raw)).content.encode("utf-8")
+        except (ValueError, ValidationError):
+            raise ApiError(400, 'the JSON body must be {"content": "<the note\'s Markdown>"}') from None
+    if ctype and ctype not in TEXT_TYPES:
+        raise ApiError(
+            415,
+            f"a note is sent as text/markdown or text/plain (or JSON {{content}}), not {ctype}",
+        )
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the note is not UTF-8 text; send it encoded as UTF-8") from None
+    return raw
+
+
+async def _finish(engine: Engine, job_id: int, wait: bool, response: Response, rel: str) -> dict[str, Any]:
+    if wait:
+        await run_sync(lambda: jobs.run(engine, job_id))
+        response.status_code = 200
+    return await run_sync(lambda: accepted(engine, job_id, path=rel))
+
+
+@router.put(
+    "/api/notes/{path:notepath}",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={200: {"model": JobAccepted, "description": "Indexed (with `wait=true`)"}, **PUT_ERRORS},
+    openapi_extra=NOTE_BODY,
+    dependencies=[require("write")],
+)
+async def put_note(
+    path: str, request: Request, response: Response, engine: EngineDep, wait: bool = WAIT
+) -> dict[str, Any]:
+    """Write a note (its Markdown is the body) into the vault at `path` and index it. The path is
+    vault-relative ('Folder/Note.md'); `..`, absolute and drive paths, backslashes, `.obsidian/`,
+    `.trash/`, `.git/` and files other than Markdown are refused."""
+    content = await _content(request)
+
+    def write() -> int:
+        root, target = guarded(engine, path, NOTE_SUFFIXES)
+        unchanged = target.path.is_file() and target.path.read_bytes() == content
+        if not unchanged:
+            try:
+                write_atomic(root, target.path, content)
+            except OSError as e:
+                raise ApiError(500, f"could not write '{target.rel}': {e.strerror or e}") from None
+        return jobs.submit_notes(engine, [target.rel], root)
+
+    job_id = await run_sync(write)
+    return await _finish(engine, job_id, wait, response, path)
+
+
+@router.delete(
+    "/api/notes/{path:notepath}",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={200: {"model": JobAccepted, "description": "Removed (with `wait=true`)"}, **DELETE_ERRORS},
+    dependencies=[require("write")],
+)
+async def delete_note(path: str, response: Response, engine: EngineDep, wait: bool = WAIT) -> dict[str, Any]:
+    """Remove a note (or PDF) from the vault and from the index."""
+
+    def remove() -> int:
+        _, target = guarded(engine, path, SOURCE_SUFFIXES)
+        present = target.path.is_file() or target.path.is_symlink()
+        if not present and engine.store.source_by_path(target.rel) is None:
+            raise ApiError(404, f"no note '{target.rel}' in the vault or the index")
+        if present:
+            try:
+                target.path.unlink()
+            except OSError as e:
+                raise ApiError(500, f"could not remove '{target.rel}': {e.strerror or e}") from None
+        return jobs.submit_delete(engine, [target.rel])
+
+    job_id = await run_sync(remove)
+    return await _finish(engine, job_id, wait, response, path)
