@@ -354,15 +354,20 @@ def test_one_limit_holds_across_two_uvicorn_workers_sharing_redis(
                     ready.add(pid)
 
             results = [get(port, "/status", bearer(key), workers) for _ in range(allowed + extra)]
+            # The kernel may hand a run of connections to one worker; go on until the other has answered
+            # too (with a 429: the count it sees is the shared one, not a fresh one of its own).
+            while len({pid for _, _, pid in results}) < 2 and len(results) < allowed + extra + 200:
+                results.append(get(port, "/status", bearer(key), workers))
+            refused = len(results) - allowed
             statuses = [status for status, _, _ in results]
             assert statuses.count(200) == allowed, statuses
-            assert statuses == [200] * allowed + [429] * extra
+            assert statuses == [200] * allowed + [429] * refused
             served_by = {pid for _, _, pid in results}
             assert None not in served_by and len(served_by) == 2, (
                 f"one worker served every request: {served_by}"
             )
             remaining = [int(headers["x-ratelimit-remaining"]) for _, headers, _ in results]
-            assert remaining == [allowed - 1 - n for n in range(allowed)] + [0] * extra
+            assert remaining == [allowed - 1 - n for n in range(allowed)] + [0] * refused
             assert all(int(headers["retry-after"]) >= 1 for _, headers, _ in results[allowed:])
             # The counts are in Redis, under this service's prefix.
             assert redis.Redis.from_url(redis_url).keys(f"{ratelimit.KEY_PREFIX}*")

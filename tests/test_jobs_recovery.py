@@ -148,7 +148,9 @@ def test_a_reindex_killed_at_several_points_resumes_to_the_same_index_as_an_unin
 
 def _probe_settings(data: Path) -> dict[str, str]:
     return {
-        "OAA_LANES": json.dumps([{"name": "bulk", "concurrency": 4}]),
+        # More lane slots than one runner's threads, so a runner that is quicker to reclaim cannot hold
+        # them all and starve the other (exactly-once is the point here, not fairness).
+        "OAA_LANES": json.dumps([{"name": "bulk", "concurrency": 32}]),
         "OAA_JOBS__LEASE": "2",
         "OAA_JOBS__POLL": "0.05",
         "OAA_DATA_DIR": str(data),
