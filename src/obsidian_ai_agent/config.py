@@ -55,6 +55,9 @@ class EmbeddingSettings(_Section):
     batch_size: int = Field(default=32, ge=1, le=4096)
     timeout: float = Field(default=60.0, gt=0)
     device: str = "cpu"
+    threads: int | None = Field(default=None, ge=1, le=256)
+    """CPU threads for the local model; default: every core in one process, one per worker process when
+    the service runs several (N workers each using every core oversubscribe the CPU)."""
 
 
 class SearchSettings(_Section):
@@ -269,6 +272,8 @@ class ServerSettings(_Section):
     than this, and down below a tenth of it (SQLite needs room to write)."""
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    keep_alive: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds an idle keep-alive connection is held open (clients that pool connections, and proxies)."""
     debug: bool = False
     run_jobs: bool = True
     """Run a job runner in each worker (jobs are claimed exactly once across workers)."""

@@ -290,6 +290,7 @@ def serve(
         access_log=False,  # one line per request comes from our middleware, with the request id
         proxy_headers=False,  # X-Forwarded-For is honoured only from server.trusted_proxies
         server_header=False,
+        timeout_keep_alive=int(s.server.keep_alive),
         timeout_graceful_shutdown=10,
     )
 
