@@ -7,7 +7,6 @@ body limit, request timeout.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import threading
 import time
@@ -24,8 +23,6 @@ from .config import Settings, load_settings
 from .embeddings import Embedder
 from .engine import Engine
 from .security import keys
-
-log = logging.getLogger("obsidian_ai_agent.server")
 
 UPLOAD_PATHS = ("/api/index_pdf",)
 

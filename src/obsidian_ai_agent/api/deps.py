@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
@@ -50,7 +50,6 @@ def require(scope: Scope, group: str | None = None) -> Any:
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-AsyncFn = Callable[..., Awaitable[Any]]
 
 T = TypeVar("T")
 
