@@ -6,6 +6,8 @@ model, and what to do about it; the answer layer decides whether to fall back to
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib.util
 import json
 import os
@@ -239,6 +241,17 @@ def packaged_gguf() -> Path:
 
 _models: dict[tuple[str, int, int], Any] = {}
 _models_lock = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free loaded GGUF models while the interpreter is whole: left to `Llama.__del__` at shutdown, the
+    free runs after its module globals are gone and prints a TypeError."""
+    with _models_lock:
+        for model in _models.values():
+            with contextlib.suppress(Exception):  # at exit: go on freeing the rest
+                model.close()
+        _models.clear()
 
 
 class LlamaCpp(LLM):
