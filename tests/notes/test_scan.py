@@ -111,17 +111,69 @@ def test_symlinks_inside_the_vault_are_fine_and_loops_end(vault: Path) -> None:
     assert "broken.md" not in rels(scan_vault(vault, DEFAULT_INCLUDE, DEFAULT_EXCLUDE))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read anything")
 def test_an_unreadable_folder_does_not_stop_the_scan(vault: Path) -> None:
     locked = vault / "locked"
     locked.mkdir()
     (locked / "x.md").write_text("x")
     locked.chmod(0)
     try:
-        names = rels(scan_vault(vault, DEFAULT_INCLUDE, DEFAULT_EXCLUDE))
+        if os.geteuid() == 0:
+            # Root reads anything: scan as an unprivileged user in a process of its own.
+            names = scan_as_nobody(vault)
+        else:
+            names = rels(scan_vault(vault, DEFAULT_INCLUDE, DEFAULT_EXCLUDE))
     finally:
         locked.chmod(0o755)
     assert "Introduction.md" in names and "locked/x.md" not in names
+
+
+def scan_as_nobody(vault: Path) -> list[str]:
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    # The test's own temp dir is private to root: give nobody a world-readable copy, locked folder kept.
+    shared = Path(tempfile.mkdtemp(prefix="oaa-scan-"))
+    try:
+        shared.chmod(0o755)
+        copy = shared / "vault"
+        shutil.copytree(vault, copy, symlinks=True, ignore=shutil.ignore_patterns("locked"))
+        (copy / "locked").mkdir()
+        (copy / "locked" / "x.md").write_text("x")
+        for root, dirs, files in os.walk(copy):
+            for name in dirs + files:
+                os.chmod(os.path.join(root, name), 0o755 if name in dirs else 0o644)
+        (copy / "locked").chmod(0)
+        code = (
+            "import json, sys; from pathlib import Path\n"
+            "from obsidian_ai_agent.notes import scan\n"
+            "found = scan.scan_vault(Path(sys.argv[1]), scan.DEFAULT_INCLUDE, scan.DEFAULT_EXCLUDE)\n"
+            "print(json.dumps([f.rel_path for f in found]))"
+        )
+        run = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                code,
+                str(copy),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=shared,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        return list(json.loads(run.stdout))
+    finally:
+        for root, dirs, _ in os.walk(shared):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_the_demo_vault_scan_finds_its_notes_and_its_pdf() -> None:
