@@ -103,6 +103,14 @@ class Observer:
         slow = ms > self.settings.server.slow_request_ms
         self.metrics.observe(method, route, status, ms / 1000, slow)
         self.metrics.sync_cache()
+        fields = {
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "path": path,
+            "status": status,
+            "latency_ms": round(ms, 2),
+        }
         access_log.log(
             logging.ERROR if status >= 500 else logging.INFO,
             "%s %s %d %.1f ms",
@@ -110,16 +118,7 @@ class Observer:
             path,
             status,
             ms,
-            extra={
-                "request_id": request_id,
-                "method": method,
-                "route": route,
-                "path": path,
-                "status": status,
-                "latency_ms": round(ms, 2),
-                "key_id": key_id,
-                "client": client(scope, self.proxies),
-            },
+            extra={**fields, "key_id": key_id, "client": client(scope, self.proxies)},
         )
         if slow:
             spans = dict(state.get("spans") or {})
@@ -129,12 +128,7 @@ class Observer:
             now = time.time()
             self.slow.add(
                 {
-                    "request_id": request_id,
-                    "method": method,
-                    "route": route,
-                    "path": path,
-                    "status": status,
-                    "latency_ms": round(ms, 2),
+                    **fields,
                     "time": now,
                     "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
                     "pid": os.getpid(),

@@ -117,11 +117,11 @@ def verify(store: Store, secret: str) -> KeyRow | None:
     if not m:
         return None
     keys = KeyStore(store)
-    digest = keys.digest(m.group(1))
-    if digest is None or not hmac.compare_digest(digest, _digest(secret.strip())):
+    found = keys.get_with_digest(m.group(1))
+    if found is None:
         return None
-    row = keys.get(m.group(1))
-    if row is None or not row.active():
+    row, digest = found
+    if not hmac.compare_digest(digest, _digest(secret.strip())) or not row.active():
         return None
     now = time.time()
     with _touch_lock:

@@ -76,9 +76,10 @@ class KeyStore:
         rows = self.store._query(f"SELECT {_COLUMNS} FROM api_keys WHERE id=?", (key_id,))
         return _row(rows[0]) if rows else None
 
-    def digest(self, key_id: str) -> str | None:
-        rows = self.store._query("SELECT hash FROM api_keys WHERE id=?", (key_id,))
-        return str(rows[0][0]) if rows else None
+    def get_with_digest(self, key_id: str) -> tuple[KeyRow, str] | None:
+        """The row and its stored hash, in one query (every authenticated request asks)."""
+        rows = self.store._query(f"SELECT {_COLUMNS}, hash FROM api_keys WHERE id=?", (key_id,))
+        return (_row(rows[0]), str(rows[0][8])) if rows else None
 
     def list(self) -> list[KeyRow]:
         return [_row(r) for r in self.store._query(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at")]
