@@ -295,3 +295,32 @@ def test_stats_give_success_rate_percentiles_per_lane_and_stage_and_the_slowest_
         "write",
     ]
     assert detail["slowest_items"][0]["chunks"] >= 1
+
+
+# -- watch ----------------------------------------------------------------------------------------
+
+
+def test_watch_sees_a_renamed_note_as_a_move_and_embeds_nothing(example: tuple[Engine, Path]) -> None:
+    from obsidian_ai_agent.jobs.watch import Watcher
+
+    engine, vault = example
+    vault = vault.resolve()
+    old, new = vault / "Getting Started" / "Priority.md", vault / "Getting Started" / "Priority levels.md"
+    old.rename(new)
+    watcher = Watcher(engine, vault)
+    gen = engine.store.generation
+    ids = watcher.submit({old, new})  # what watchfiles reports for a rename: deleted + added
+    results = [jobs.run(engine, i) for i in ids]
+    assert [j.status for j in results] == ["succeeded"] * len(ids)
+    moved = sum(j.result["moved"] for j in results if j.result)
+    embedded = sum(j.result.get("chunks_embedded", 0) for j in results if j.result)
+    assert moved == 1 and embedded == 0, [j.result for j in results]
+    states = engine.store.source_states()
+    assert "Getting Started/Priority levels.md" in states and "Getting Started/Priority.md" not in states
+    assert engine.store.generation > gen
+    # A watch event for a file whose bytes did not change moves nothing.
+    new.write_bytes(new.read_bytes())
+    gen = engine.store.generation
+    for i in watcher.submit({new}):
+        assert jobs.run(engine, i).status == "succeeded"
+    assert engine.store.generation == gen

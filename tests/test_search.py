@@ -175,3 +175,11 @@ def test_the_tag_filter_includes_nested_tags(docs: Engine) -> None:
         any(t == "feature" or t.startswith("feature/") for t in tags(r.path)) for r in parent
     )
     assert {t for r in parent for t in tags(r.path) if t.startswith("feature/")} - {"feature/statuses"}
+
+
+def test_a_pdf_result_links_to_its_page() -> None:
+    assert (
+        obsidian_link("v", "Papers/doc.pdf", [], page=3)
+        == "obsidian://open?vault=v&file=Papers%2Fdoc.pdf%23page%3D3"
+    )
+    assert obsidian_link("v", "a.md", ["H"], page=None) == "obsidian://open?vault=v&file=a%23H"

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from .embeddings import Embedder, TransientEmbeddingError
-from .notes import parse_source
+from .notes import PdfLimits, parse_source
 from .notes.model import ParsedSource, SourceError, sha256
 from .notes.scan import ScannedFile, scan_vault
-from .store import Store
+from .store import SourceState, Store
 
 # Chunks gathered across notes before a call to the encoder: large calls let the model sort by length
 # and pad less, which keeps the pipeline near the raw encoder's speed.
@@ -117,10 +117,18 @@ class _Pending:
 
 
 class Indexer:
-    def __init__(self, store: Store, embedder: Embedder, *, pdf_max_pages: int = 2000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        *,
+        pdf_max_pages: int = 2000,
+        pdf_limits: PdfLimits | None = None,
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.pdf_max_pages = pdf_max_pages
+        self.pdf_limits = pdf_limits
         store.check_embedding_model(embedder.model_id, embedder.dimension)
 
     # -- whole vault ----------------------------------------------------------------------------
@@ -191,7 +199,12 @@ class Indexer:
             t0 = time.perf_counter()
             try:
                 parsed = parse_source(
-                    f.abs_path, f.rel_path, self.embedder.counter, raw=raw, pdf_max_pages=self.pdf_max_pages
+                    f.abs_path,
+                    f.rel_path,
+                    self.embedder.counter,
+                    raw=raw,
+                    pdf_max_pages=self.pdf_max_pages,
+                    pdf_limits=self.pdf_limits,
                 )
             except SourceError as e:
                 report.failed.append({"path": f.rel_path, "error": str(e)})
@@ -268,30 +281,58 @@ class Indexer:
         return report
 
     def index_file(self, root: Path, rel_path: str, *, hooks: IndexHooks | None = None) -> IndexReport:
-        """Index one file of the vault (a watched or pushed change)."""
+        """Index one file of the vault (a watched or pushed change).
+
+        Unchanged bytes are a no-op: nothing is written and the index generation stays (so no answer
+        cache is emptied by a plugin's re-sync or an editor's save). A new path holding the bytes of a
+        source whose file is gone is a move, as in `index_vault`: it keeps that source's vectors.
+        """
         hk = hooks or _NO_HOOKS
         report = IndexReport()
         started = time.perf_counter()
-        path = Path(root) / rel_path
+        root = Path(root)
+        path = root / rel_path
         try:
             raw = path.read_bytes()
             st = path.stat()
-            t0 = time.perf_counter()
-            parsed = parse_source(
-                path, rel_path, self.embedder.counter, raw=raw, pdf_max_pages=self.pdf_max_pages
-            )
         except OSError as e:
             report.failed.append({"path": rel_path, "error": f"cannot read file: {e.strerror}"})
             return report
+        digest = sha256(raw)
+        states = self.store.source_states()
+        known = states.get(rel_path)
+        if known is not None and known.content_hash == digest:
+            if known.size != st.st_size or known.mtime_ns != st.st_mtime_ns:
+                self.store.touch_source(rel_path, st.st_size, st.st_mtime_ns)
+            report.unchanged = 1
+            report.seconds = time.perf_counter() - started
+            return report
+        replaces = _moved_from(root, rel_path, digest, states) if known is None else None
+        t0 = time.perf_counter()
+        try:
+            parsed = parse_source(
+                path,
+                rel_path,
+                self.embedder.counter,
+                raw=raw,
+                pdf_max_pages=self.pdf_max_pages,
+                pdf_limits=self.pdf_limits,
+            )
         except SourceError as e:
             report.failed.append({"path": rel_path, "error": str(e)})
-            self.store.record_failure(rel_path, str(e))
-            hk.quarantine(rel_path, "parse", str(e), sha256(raw))
+            self.store.record_failure(rel_path, str(e), digest)
+            hk.quarantine(rel_path, "parse", str(e), digest)
             return report
         spent = time.perf_counter() - t0
         hk.stage("parse", spent, 1, len(raw))
-        pending = _Pending(parsed, st.st_size, st.st_mtime_ns, nbytes=len(raw), parse_seconds=spent)
+        for w in parsed.warnings:
+            report.warnings.append({"path": rel_path, "warning": w})
+        pending = _Pending(
+            parsed, st.st_size, st.st_mtime_ns, replaces=replaces, nbytes=len(raw), parse_seconds=spent
+        )
         self._flush([pending], report, Progress(total=1, bytes_total=len(raw)), None, hk)
+        if replaces is not None and report.indexed:
+            report.moved = 1
         report.seconds = time.perf_counter() - started
         return report
 
@@ -401,6 +442,14 @@ class Indexer:
                 hk.check()
                 time.sleep(delay)
                 hk.check()
+
+
+def _moved_from(root: Path, rel_path: str, digest: str, states: dict[str, SourceState]) -> str | None:
+    """The indexed source a new file was moved from: same bytes, and its own file is gone."""
+    for path in sorted(states):
+        if path != rel_path and states[path].content_hash == digest and not (root / path).exists():
+            return path
+    return None
 
 
 def _heading_json(path: list[str]) -> str:

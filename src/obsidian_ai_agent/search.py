@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import quote
 
 from .config import SearchSettings
 from .embeddings import Embedder, QueryCache
+from .notes import heading_at
 from .store import ChunkRow, Store
 from .vectors import VectorMatrix
 
 Mode = Literal["hybrid", "keyword", "semantic"]
-MODES: tuple[str, ...] = ("hybrid", "keyword", "semantic")
+MODES: tuple[str, ...] = get_args(Mode)
+Kind = Literal["note", "pdf", "web"]
+KINDS: tuple[str, ...] = get_args(Kind)
+# What a front door (CLI, API, MCP) accepts; one definition, so every door takes and refuses the same.
+K_MAX = 100
+QUERY_MAX_CHARS = 2000
 FIELDS = ("title", "aliases", "headings", "tags", "body")
 
 # Words too common to say anything about which note is meant; dropped from keyword queries (unless the
@@ -32,6 +38,50 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 class SearchError(ValueError):
     """A search request that cannot be run as given (an unknown mode, a bad k)."""
+
+
+# -- the rules of a search request, for every front door -------------------------------------------
+
+
+def check_query(query: str) -> str:
+    """The query, stripped; an empty or over-long one is a SearchError saying so."""
+    text = query.strip()
+    if not text:
+        raise SearchError("the query is empty; give some words to look for")
+    if len(query) > QUERY_MAX_CHARS:
+        raise SearchError(f"the query is {len(query)} characters long; the most is {QUERY_MAX_CHARS}")
+    return text
+
+
+def check_k(k: int) -> int:
+    """How many results: 1 to `K_MAX`."""
+    if not 1 <= k <= K_MAX:
+        raise SearchError(f"k (how many results) must be between 1 and {K_MAX}, not {k}")
+    return k
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise SearchError(f"unknown search mode {mode!r}; use one of: {', '.join(MODES)}")
+    return mode
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise SearchError(f"unknown kind of source {kind!r}; use one of: {', '.join(KINDS)}")
+    return kind
+
+
+def check_request(
+    query: str, k: int | None = None, mode: str | None = None, kind: str | None = None
+) -> tuple[str, int | None, str | None, str | None]:
+    """A search as a front door received it, checked by the rules above (None: the setting's default)."""
+    return (
+        check_query(query),
+        None if k is None else check_k(k),
+        None if mode is None else check_mode(mode),
+        None if kind is None else check_kind(kind),
+    )
 
 
 @dataclass
@@ -80,14 +130,29 @@ def fts_match(terms: list[str]) -> str:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
-def obsidian_link(vault: str, path: str, heading_path: list[str] | None = None) -> str:
-    """An `obsidian://open` link to the note (and heading); a web page's link is its own URL."""
+def obsidian_link(
+    vault: str, path: str, heading_path: list[str] | None = None, page: int | None = None
+) -> str:
+    """An `obsidian://open` link to the note (and heading), or to the PDF's page (`#page=N`, as
+    Obsidian's own PDF links do); a web page's link is its own URL."""
     if path.startswith(("http://", "https://")):
         return path
     target = path[:-3] if path.lower().endswith(".md") else path
-    if heading_path:
+    if page is not None and path.lower().endswith(".pdf"):
+        target += f"#page={page}"
+    elif heading_path:
         target += "#" + heading_path[-1]
     return f"obsidian://open?vault={quote(vault, safe='')}&file={quote(target, safe='')}"
+
+
+def snippet_heading(row: ChunkRow, terms: list[str]) -> list[str]:
+    """The most specific heading holding the place a snippet shows (the first query term in the chunk,
+    as `make_snippet` centres on it); the chunk's own heading path when no term is in its text."""
+    if not row.section_starts:
+        return row.heading_path
+    low = row.text.lower()
+    positions = [p for p in (low.find(t) for t in terms if len(t) > 2) if p >= 0]
+    return heading_at(row, offset=min(positions)) if positions else row.heading_path
 
 
 def make_snippet(text: str, terms: list[str], width: int = 240) -> str:
@@ -129,9 +194,9 @@ class Searcher:
         tag: str | None = None,
         kind: str | None = None,
     ) -> list[SearchResult]:
-        mode = mode or self.settings.default_mode
-        if mode not in MODES:
-            raise SearchError(f"unknown search mode '{mode}'; use one of: {', '.join(MODES)}")
+        mode = check_mode(mode or self.settings.default_mode)
+        if kind is not None:
+            check_kind(kind)
         k = self.settings.k if k is None else k
         if k < 1 or k > 1000:
             raise SearchError(f"k must be between 1 and 1000, not {k}")
@@ -178,10 +243,11 @@ class Searcher:
     def _result(
         self, row: ChunkRow, score: float, kw: int | None, sem: int | None, terms: list[str]
     ) -> SearchResult:
+        heading = snippet_heading(row, terms)
         return SearchResult(
             path=row.path,
             title=row.title,
-            heading_path=row.heading_path,
+            heading_path=heading,
             start_line=row.start_line,
             end_line=row.end_line,
             page=row.page,
@@ -190,7 +256,7 @@ class Searcher:
             score=round(score, 6),
             keyword_rank=kw,
             semantic_rank=sem,
-            link=obsidian_link(self.vault_name, row.path, row.heading_path),
+            link=obsidian_link(self.vault_name, row.path, heading, row.page),
             chunk_id=row.id,
         )
 

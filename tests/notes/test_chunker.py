@@ -12,10 +12,15 @@ from obsidian_ai_agent.notes.model import CharTokenCounter, TokenCounter
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
+_COMMENT = re.compile(r"<!--.*?-->|%%.*?%%", re.DOTALL)
+
+
 def code_blocks(lines: list[str]) -> list[tuple[int, int]]:
-    """1-based (first, last) line ranges of top-level fenced code blocks."""
+    """1-based (first, last) line ranges of top-level fenced code blocks (not those inside comments,
+    which are cut from the indexed text)."""
+    text = _COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), "\n".join(lines))
     blocks, start, fence = [], 0, ""
-    for i, line in enumerate(lines, start=1):
+    for i, line in enumerate(text.split("\n"), start=1):
         m = _FENCE.match(line)
         if not fence and m:
             start, fence = i, m.group(1)

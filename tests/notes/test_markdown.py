@@ -218,3 +218,157 @@ def test_content_hash_is_of_the_raw_bytes(counter: TokenCounter) -> None:
 
     raw = (DOCS_VAULT / "Introduction.md").read_bytes()
     assert parse_markdown(raw, "Introduction.md", counter).content_hash == hashlib.sha256(raw).hexdigest()
+
+
+# -- a real Markdown parser (issue 8, item 5) --------------------------------------------------------
+
+
+def test_setext_headings_start_sections_like_atx_ones(counter: TokenCounter) -> None:
+    note = parse(KNOWLEDGE_VAULT, "My Vision of God.md", counter)
+    lines = file_lines(KNOWLEDGE_VAULT, "My Vision of God.md")
+    assert lines[41:43] == ["Putting it all together", "---"]  # a setext heading, lines 42-43
+    chunk = next(c for c in note.chunks if c.heading_path[:1] == ["Putting it all together"])
+    assert chunk.start_line == 42
+    raw = b"Title\n=====\n\nintro\n\nSub part\n--------\n\nbody text\n"
+    paths = [c.heading_path for c in parse_markdown(raw, "s.md", counter).chunks[0:1]]
+    assert paths and paths[0][0] == "Title"
+    starts = parse_markdown(raw, "s.md", counter).chunks[0].section_starts
+    assert [s[2] for s in starts] == [["Title"], ["Title", "Sub part"]]
+
+
+def test_tags_in_indented_code_inside_lists_and_inline_code_are_not_tags(counter: TokenCounter) -> None:
+    # "(tags include #todo)" sits in a fenced block indented under a list item; "`#prio1`" and
+    # "(tags include #inbox)" in inline code and an indented block: the old line parser took all three.
+    assert "todo" not in parse(DOCS_VAULT, "Queries/Filters.md", counter).tags
+    examples = parse(DOCS_VAULT, "Queries/Examples.md", counter)
+    assert "prio1" not in examples.tags and "inbox" not in examples.tags
+
+
+def test_comments_are_cut_from_the_text_and_give_no_tags_or_links(counter: TokenCounter) -> None:
+    html = parse(DEMO_VAULT, "Test Data/comments_html_style.md", counter)
+    md = parse(DEMO_VAULT, "Test Data/comments_markdown_style.md", counter)
+    for note in (html, md):
+        text = "\n".join(c.text for c in note.chunks)
+        assert "<!--" not in text and "-->" not in text and "%%" not in text
+        assert "Whole task in" in text  # the lines around the comments stay
+        assert "task" in note.tags
+    assert "i-am-ignored-by-obsidian" not in html.tags
+    assert "i-am-parsed-by-obsidian" not in md.tags
+    assert all(ln.target != "comments_markdown_style" for ln in html.links)
+    assert all(ln.target != "comments_html_style" for ln in md.links)
+    # The whole-line comment (lines 4-6) is gone, the task after it keeps its true line number.
+    lines = file_lines(DEMO_VAULT, "Test Data/comments_html_style.md")
+    chunk = html.chunks[0]
+    assert "with commented-out tag: - is ignored" in chunk.text
+    assert lines[chunk.end_line - 1].startswith("- [ ] #task Whole task in 'comments_html_style' - with")
+
+
+def test_a_multi_line_comment_hides_headings_tags_and_links_but_keeps_line_numbers(
+    counter: TokenCounter,
+) -> None:
+    raw = (
+        b"# Top\n\nbefore\n%%\n# Not a heading\n#hidden [[Hidden]]\n%%\nafter #seen [[Seen]]\n"
+        b"<!-- <% tp.file.title %> #gone -->\n<% tp.date.now() %> templated\n"
+    )
+    note = parse_markdown(raw, "c.md", counter)
+    assert [c.heading_path for c in note.chunks] == [["Top"]]
+    assert note.tags == ["seen"]
+    assert [(ln.target, ln.line) for ln in note.links] == [("Seen", 8)]
+    text = note.chunks[0].text
+    assert "Not a heading" not in text and "hidden" not in text and "<%" not in text
+    assert "after #seen [[Seen]]" in text and "templated" in text
+    assert note.chunks[0].end_line == 10
+
+
+def test_comment_and_template_markers_inside_code_are_kept_as_written(counter: TokenCounter) -> None:
+    raw = b"# H\n\nUse `%%comment%%` or `<% tp.file.title %>`.\n\n```\n%% kept %%\n<% kept %>\n```\n"
+    text = parse_markdown(raw, "k.md", counter).chunks[0].text
+    assert "`%%comment%%`" in text and "`<% tp.file.title %>`" in text
+    assert "%% kept %%\n<% kept %>" in text
+
+
+def test_templater_code_is_cut_from_a_templates_chunks(counter: TokenCounter) -> None:
+    note = parse(DEMO_VAULT, "_meta/templates/daily note template - Templater plugin.md", counter)
+    text = "\n".join(c.text for c in note.chunks)
+    assert "<%" not in text and "tp.date.now" not in text
+    assert "preset daily_note_overdue" in text  # the ```tasks blocks stay whole
+    assert ["Done today"] in [c.heading_path for c in note.chunks]
+
+
+def test_markdown_links_to_notes_join_the_link_graph_and_web_links_do_not(counter: TokenCounter) -> None:
+    note = parse(DEMO_VAULT, "Test Data/link_in_task_markdown_link.md", counter)
+    links = set(note.links)
+    assert Link(target="jason_properties", alias="jason_properties", line=5) in links
+    assert Link(target="multiple_headings", alias="multiple_headings", line=5) in links
+    assert Link(target="Test Data/link_in_task_markdown_link", alias="alias", line=25) in links
+    assert (
+        Link(target="Test Data/link_in_task_markdown_link", heading="heading", alias="heading_link", line=17)
+        in links
+    )
+    assert Link(target="", heading="heading", alias="heading", line=33) in links  # [heading](#heading)
+    assert Link(target="a_pdf_file.pdf", alias="a_pdf_file", line=41) in links
+    assert (
+        Link(
+            target="Manual Testing/Smoke Testing the Tasks Plugin",
+            heading="How the tests work",
+            alias="spaces everywhere",
+            line=45,
+        )
+        in links
+    )
+    kinds = parse(DEMO_VAULT, "Test Data/all_link_types.md", counter)
+    assert Link(target="markdownLink", block="block", alias="markdownLink", line=30) in kinds.links
+    web = parse(DEMO_VAULT, "How To/Find tasks in notes with particular tag.md", counter)
+    assert not any("://" in ln.target or ln.target.startswith("http") for ln in web.links)
+
+
+def test_an_html_block_is_one_unit_and_a_heading_inside_it_starts_no_section(counter: TokenCounter) -> None:
+    raw = b"# Top\n\n<div>\n# inside\n</div>\n\n## Next\n\ntext\n"  # an HTML block ends at a blank line
+    note = parse_markdown(raw, "h.md", counter)
+    paths = {tuple(p[2]) for c in note.chunks for p in c.section_starts} | {
+        tuple(c.heading_path) for c in note.chunks
+    }
+    assert ("Top", "inside") not in paths and ("inside",) not in paths
+    assert ("Top", "Next") in paths
+
+
+def test_every_note_of_two_vaults_parses_with_true_line_ranges_and_section_starts(
+    counter: TokenCounter,
+) -> None:
+    for vault in (DOCS_VAULT, DEMO_VAULT):
+        for path in vault.rglob("*.md"):
+            rel = path.relative_to(vault).as_posix()
+            note = parse(vault, rel, counter)
+            n = len(path.read_bytes().decode("utf-8", "replace").replace("\r\n", "\n").split("\n"))
+            for c in note.chunks:
+                assert 1 <= c.start_line <= c.end_line <= n, rel  # type: ignore[operator]
+                for off, line, _ in c.section_starts:
+                    assert 0 <= off < max(1, len(c.text)) and c.start_line <= line <= c.end_line, rel
+
+
+# -- citations to the exact place (issue 8, item 4) ----------------------------------------------
+
+
+def test_heading_at_names_the_small_section_inside_a_merged_chunk(counter: TokenCounter) -> None:
+    from obsidian_ai_agent.notes import heading_at, line_at
+
+    note = parse(DEMO_VAULT, "Tasks.md", counter)
+    chunk = note.chunks[0]
+    assert chunk.heading_path == ["Tasks"]  # four tiny sections merged: the parent's path
+    lines = file_lines(DEMO_VAULT, "Tasks.md")
+    assert lines[14] == "## Due before 6th of December"
+    assert heading_at(chunk, line=15) == ["Tasks", "Due before 6th of December"]
+    assert heading_at(chunk, line=16) == ["Tasks", "Due before 6th of December"]
+    assert heading_at(chunk, line=4) == ["Tasks", "All"]
+    assert heading_at(chunk, line=1) == ["Tasks"]
+    off = chunk.text.index("## Open tasks from Important Project")
+    assert heading_at(chunk, offset=off + 5) == ["Tasks", "Open tasks from Important Project"]
+    assert heading_at(chunk, text="Open tasks from Important Project") == [
+        "Tasks",
+        "Open tasks from Important Project",
+    ]
+    assert line_at(chunk, off) == 8 and lines[7] == "## Open tasks from Important Project"
+    # A chunk of one section: its own path, whatever the place.
+    dates = parse(DOCS_VAULT, "Getting Started/Dates.md", counter)
+    single = next(c for c in dates.chunks if not c.section_starts)
+    assert heading_at(single, line=single.end_line) == single.heading_path

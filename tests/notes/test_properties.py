@@ -43,6 +43,17 @@ _PIECES = st.sampled_from(
         "Sentence. ",
         "x" * 300,
         "https://a.b/c#d ",
+        "%%",
+        "<!--",
+        "-->",
+        "<% ",
+        " %>",
+        "[t](n.md)",
+        "](",
+        "\n===\n",
+        "\n---\n",
+        "    ",
+        "<div>\n",
     ]
 )
 _TEXT = st.lists(st.one_of(_PIECES, st.text(max_size=40)), max_size=60).map("".join)

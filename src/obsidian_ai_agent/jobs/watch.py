@@ -50,7 +50,12 @@ class Watcher:
         return rel
 
     def submit(self, changed: set[Path]) -> list[int]:
-        """Jobs for one batch of changed paths: upserts for files present, deletes for files gone."""
+        """Jobs for one batch of changed paths: upserts for files present, deletes for files gone.
+
+        A batch with both goes in one `upsert_note` job (it removes the paths whose files are gone after
+        indexing the present ones), so a rename (the old path gone, the new one added) is seen as a
+        move and keeps its vectors, as `index` does.
+        """
         upserts: set[str] = set()
         deletes: set[str] = set()
         for path in changed:
@@ -58,12 +63,11 @@ class Watcher:
             if rel is None:
                 continue
             (upserts if (self.root / rel).is_file() else deletes).add(rel)
-        ids = []
         if upserts:
-            ids.append(submit_notes(self.engine, upserts, self.root, lane=self.lane))
+            return [submit_notes(self.engine, upserts | deletes, self.root, lane=self.lane)]
         if deletes:
-            ids.append(submit_delete(self.engine, deletes, lane=self.lane))
-        return ids
+            return [submit_delete(self.engine, deletes, lane=self.lane)]
+        return []
 
     def run(self, *, scan_first: bool = True, on_batch: Callable[[list[int]], None] | None = None) -> None:
         """Watch until `stop()` (or Ctrl-C): an incremental reindex first, then each debounced change."""

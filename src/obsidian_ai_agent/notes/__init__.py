@@ -14,9 +14,11 @@ from .model import (
     SourceKind,
     TokenCounter,
     default_token_counter,
+    heading_at,
+    line_at,
     sha256,
 )
-from .pdf import parse_pdf
+from .pdf import PdfLimits, parse_pdf
 from .scan import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, ScannedFile, is_inside, kind_of, scan_vault
 
 MAX_SOURCE_BYTES = 200 * 1024 * 1024
@@ -28,12 +30,15 @@ __all__ = [
     "Chunk",
     "Link",
     "ParsedSource",
+    "PdfLimits",
     "ScannedFile",
     "SourceError",
     "TokenCounter",
     "default_token_counter",
+    "heading_at",
     "is_inside",
     "kind_of",
+    "line_at",
     "parse_markdown",
     "parse_pdf",
     "parse_source",
@@ -50,6 +55,7 @@ def parse_source(
     raw: bytes | None = None,
     pdf_password: str | None = None,
     pdf_max_pages: int = 2000,
+    pdf_limits: PdfLimits | None = None,
 ) -> ParsedSource:
     """Parse one vault file (read unless `raw` is given); any reason it cannot be indexed is a one-line
     `SourceError`."""
@@ -74,7 +80,9 @@ def parse_source(
         raise SourceError(f"cannot read file: {e.strerror or type(e).__name__}") from e
     try:
         if kind == "pdf":
-            return parse_pdf(raw, rel_path, counter, password=pdf_password, max_pages=pdf_max_pages)
+            return parse_pdf(
+                raw, rel_path, counter, password=pdf_password, max_pages=pdf_max_pages, limits=pdf_limits
+            )
         return parse_markdown(raw, rel_path, counter)
     except SourceError:
         raise

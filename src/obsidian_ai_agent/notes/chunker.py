@@ -70,18 +70,42 @@ class _Piece:
 
 def join_units(units: Sequence[Unit]) -> str:
     """Reassemble units into text as written (blank lines between them kept)."""
+    return _join_with_offsets(units)[0]
+
+
+def _join_with_offsets(units: Sequence[Unit]) -> tuple[str, list[int]]:
+    """`join_units`, and where each unit starts in the joined text."""
     if not units:
-        return ""
+        return "", []
     parts = [units[0].text]
+    offsets = [0]
+    size = len(units[0].text)
     for prev, cur in pairwise(units):
         if cur.start_line > prev.end_line:
-            parts.append("\n" * (cur.start_line - prev.end_line))
+            sep = "\n" * (cur.start_line - prev.end_line)
         elif cur.start_line < prev.end_line:  # overlap restarts inside a block: keep it readable
-            parts.append("\n")
+            sep = "\n"
         else:
-            parts.append(cur.lead if cur.kind in ("sent", "word", "char") else "\n")
+            sep = cur.lead if cur.kind in ("sent", "word", "char") else "\n"
+        parts.append(sep)
+        size += len(sep)
+        offsets.append(size)
         parts.append(cur.text)
-    return "".join(parts)
+        size += len(cur.text)
+    return "".join(parts), offsets
+
+
+def section_starts(units: Sequence[Unit], keep_lines: bool = True) -> list[tuple[int, int | None, list[str]]]:
+    """(offset in the chunk's text, 1-based line, heading path) where each section a chunk holds starts;
+    empty when the chunk holds one section only (its heading path says it all)."""
+    _, offsets = _join_with_offsets(units)
+    out: list[tuple[int, int | None, list[str]]] = []
+    last: tuple[str, ...] | None = None
+    for u, off in zip(units, offsets, strict=True):
+        if u.path != last:
+            out.append((off, u.start_line if keep_lines else None, list(u.path)))
+            last = u.path
+    return out if len(out) > 1 else []
 
 
 def _common_prefix(paths: Sequence[tuple[str, ...]]) -> list[str]:
@@ -324,6 +348,7 @@ class Chunker:
                     start_line=p.units[0].start_line if keep_lines else None,
                     end_line=max(u.end_line for u in p.units) if keep_lines else None,
                     page=page,
+                    section_starts=section_starts(p.units, keep_lines),
                 )
             )
         return chunks

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 SourceKind = Literal["note", "pdf", "web"]
 
@@ -41,10 +43,74 @@ class Chunk:
     start_line: int | None = None  # 1-based, inclusive; None for PDFs
     end_line: int | None = None
     page: int | None = None  # 1-based PDF page
+    # Where each section the chunk holds starts, when it holds more than one (tiny sections merged):
+    # (offset in `text`, 1-based line, heading path). `heading_at` reads it.
+    section_starts: list[tuple[int, int | None, list[str]]] = field(default_factory=list)
 
     @property
     def hash(self) -> str:
         return sha256(self.embed_text)
+
+
+class HasSections(Protocol):
+    """A chunk as notes/ builds it (`Chunk`) or as the store gives it back (`ChunkRow`)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def heading_path(self) -> list[str]: ...
+    @property
+    def start_line(self) -> int | None: ...
+    @property
+    def section_starts(self) -> Sequence[Sequence[Any]]: ...
+
+
+def _locate(chunk: HasSections, text: str) -> int | None:
+    """Offset of `text` (a sentence or snippet taken from the chunk) in the chunk's text."""
+    pos = chunk.text.find(text)
+    if pos >= 0:
+        return pos
+    words = text.replace("…", " ").split()
+    if not words:
+        return None
+    # Whitespace may differ (a snippet is flattened to one line): match the words with any spacing.
+    pattern = r"\s+".join(re.escape(w) for w in words[:12])
+    m = re.search(pattern, chunk.text)
+    return m.start() if m else None
+
+
+def heading_at(
+    chunk: HasSections, *, line: int | None = None, offset: int | None = None, text: str | None = None
+) -> list[str]:
+    """The most specific heading path that holds a place in a chunk: a 1-based file `line`, an `offset`
+    into `chunk.text`, or a piece of the chunk's `text` (a cited sentence). A chunk of merged tiny
+    sections carries its parent's path; this names the section the place is in. Falls back to the
+    chunk's own heading path."""
+    if text is not None and offset is None:
+        offset = _locate(chunk, text)
+    best: Sequence[str] | None = None
+    for start in chunk.section_starts or ():
+        off, ln, path = start[0], start[1], start[2]
+        key, target = (off, offset) if offset is not None else (ln, line)
+        if key is None or target is None:
+            break
+        if key > target:
+            break
+        best = path
+    return list(best) if best is not None else list(chunk.heading_path)
+
+
+def line_at(chunk: HasSections, offset: int) -> int | None:
+    """The 1-based file line of an offset into `chunk.text` (None for chunks without lines, PDFs)."""
+    base_off, base_line = 0, chunk.start_line
+    for start in chunk.section_starts or ():
+        if start[0] > offset:
+            break
+        if start[1] is not None:
+            base_off, base_line = start[0], start[1]
+    if base_line is None:
+        return None
+    return base_line + chunk.text.count("\n", base_off, max(base_off, offset))
 
 
 @dataclass

@@ -95,9 +95,24 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+def m007_chunk_section_starts(db: sqlite3.Connection) -> None:
+    """Where each section a chunk of merged tiny sections starts: [[offset, line, heading path], ...],
+    so a citation can name the most specific heading (`notes.heading_at`)."""
+    db.execute("ALTER TABLE chunks ADD COLUMN section_starts TEXT NOT NULL DEFAULT '[]'")
+
+
 from .conversations import m003_conversations  # noqa: E402
 from .jobs import m002_jobs  # noqa: E402
-from .keys import m004_api_keys  # noqa: E402
+from .keys import m004_api_keys, m005_key_lineage  # noqa: E402
+from .ratelimits import m006_rate_limit_hits  # noqa: E402
 
 # Append only: a migration's place in this list is its number.
-MIGRATIONS: list[Migration] = [m001_initial, m002_jobs, m003_conversations, m004_api_keys]
+MIGRATIONS: list[Migration] = [
+    m001_initial,
+    m002_jobs,
+    m003_conversations,
+    m004_api_keys,
+    m005_key_lineage,
+    m006_rate_limit_hits,
+    m007_chunk_section_starts,
+]
