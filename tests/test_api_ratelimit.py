@@ -306,79 +306,95 @@ def get(
         conn.close()
 
 
+def limit_across_two_workers(engine: Engine, tmp_path: Path, allowed: int, **env_extra: str) -> None:
+    """Two uvicorn workers on one port: `allowed` reads pass, then 429s, whichever worker answers."""
+    extra = 4
+    settings = load_settings(data_dir=engine.settings.data_dir)
+    key = new_key(settings, "shared", ["read"])
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OAA_")}
+    env.update(
+        OAA_DATA_DIR=str(engine.settings.data_dir),
+        OAA_SERVER__RATE_LIMITS__GROUPS=json.dumps({"read": f"{allowed}/minute"}),
+        OAA_SERVER__RUN_JOBS="false",
+        HF_HUB_OFFLINE="1",
+        **env_extra,
+    )
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "obsidian_ai_agent.backend:app", "--workers", "2"),
+            *("--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers", "--log-level", "info"),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # Wait until both workers answer (/health is not rate limited).
+        deadline = time.monotonic() + 120
+        workers: list[psutil.Process] = []
+        ready: set[int | None] = set()
+        while len(ready - {None}) < 2:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (
+                "both workers did not answer within 120 s: " + (tmp_path / "server.log").read_text()[-3000:]
+            )
+            workers = psutil.Process(server.pid).children()  # the two workers (and a resource tracker)
+            try:
+                status, _, pid = get(port, "/health", {}, workers)
+            except OSError:
+                time.sleep(0.2)
+                continue
+            if status == 200:
+                ready.add(pid)
+
+        results = [get(port, "/status", bearer(key), workers) for _ in range(allowed + extra)]
+        # The kernel may hand a run of connections to one worker; go on until the other has answered
+        # too (with a 429: the count it sees is the shared one, not a fresh one of its own).
+        while len({pid for _, _, pid in results}) < 2 and len(results) < allowed + extra + 200:
+            results.append(get(port, "/status", bearer(key), workers))
+        refused = len(results) - allowed
+        statuses = [status for status, _, _ in results]
+        assert statuses.count(200) == allowed, statuses
+        assert statuses == [200] * allowed + [429] * refused
+        served_by = {pid for _, _, pid in results}
+        assert None not in served_by and len(served_by) == 2, f"one worker served every request: {served_by}"
+        assert {headers["x-ratelimit-limit"] for _, headers, _ in results} == {str(allowed)}
+        remaining = [int(headers["x-ratelimit-remaining"]) for _, headers, _ in results]
+        assert remaining == [allowed - 1 - n for n in range(allowed)] + [0] * refused
+        assert all(int(headers["retry-after"]) >= 1 for _, headers, _ in results[allowed:])
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
 def test_one_limit_holds_across_two_uvicorn_workers_sharing_redis(
     example: tuple[Engine, Path], tmp_path: Path
 ) -> None:
     engine, _ = example
-    allowed, extra = 6, 4
     with redis_server(tmp_path / "redis") as redis_url:
-        settings = load_settings(data_dir=engine.settings.data_dir)
-        key = new_key(settings, "shared", ["read"])
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OAA_")}
-        env.update(
-            OAA_DATA_DIR=str(engine.settings.data_dir),
-            OAA_REDIS_URL=redis_url,
-            OAA_SERVER__RATE_LIMITS__GROUPS=json.dumps({"read": f"{allowed}/minute"}),
-            OAA_SERVER__RUN_JOBS="false",
-            HF_HUB_OFFLINE="1",
-        )
-        log = (tmp_path / "server.log").open("w")
-        server = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "obsidian_ai_agent.backend:app", "--workers", "2"),
-                *("--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers", "--log-level", "info"),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            # Wait until both workers answer (/health is not rate limited).
-            deadline = time.monotonic() + 120
-            workers: list[psutil.Process] = []
-            ready: set[int | None] = set()
-            while len(ready - {None}) < 2:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, (
-                    "both workers did not answer within 120 s: "
-                    + (tmp_path / "server.log").read_text()[-3000:]
-                )
-                workers = psutil.Process(server.pid).children()  # the two workers (and a resource tracker)
-                try:
-                    status, _, pid = get(port, "/health", {}, workers)
-                except OSError:
-                    time.sleep(0.2)
-                    continue
-                if status == 200:
-                    ready.add(pid)
+        limit_across_two_workers(engine, tmp_path, 6, OAA_REDIS_URL=redis_url)
+        # The counts are in Redis, under this service's prefix.
+        assert redis.Redis.from_url(redis_url).keys(f"{ratelimit.KEY_PREFIX}*")
 
-            results = [get(port, "/status", bearer(key), workers) for _ in range(allowed + extra)]
-            # The kernel may hand a run of connections to one worker; go on until the other has answered
-            # too (with a 429: the count it sees is the shared one, not a fresh one of its own).
-            while len({pid for _, _, pid in results}) < 2 and len(results) < allowed + extra + 200:
-                results.append(get(port, "/status", bearer(key), workers))
-            refused = len(results) - allowed
-            statuses = [status for status, _, _ in results]
-            assert statuses.count(200) == allowed, statuses
-            assert statuses == [200] * allowed + [429] * refused
-            served_by = {pid for _, _, pid in results}
-            assert None not in served_by and len(served_by) == 2, (
-                f"one worker served every request: {served_by}"
-            )
-            remaining = [int(headers["x-ratelimit-remaining"]) for _, headers, _ in results]
-            assert remaining == [allowed - 1 - n for n in range(allowed)] + [0] * refused
-            assert all(int(headers["retry-after"]) >= 1 for _, headers, _ in results[allowed:])
-            # The counts are in Redis, under this service's prefix.
-            assert redis.Redis.from_url(redis_url).keys(f"{ratelimit.KEY_PREFIX}*")
-        finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-            log.close()
+
+def test_without_redis_two_workers_of_one_host_share_one_limit_through_the_index_database(
+    example: tuple[Engine, Path], tmp_path: Path
+) -> None:
+    engine, _ = example
+    # Before: each worker counted alone, so 2 workers allowed twice what X-RateLimit-Limit said.
+    limit_across_two_workers(engine, tmp_path, 6, OAA_SERVER__WORKERS="2")
+    store = Store(engine.settings.database_path)
+    try:
+        assert store._query("SELECT COUNT(*) FROM rate_limit_hits")[0][0] == 6
+    finally:
+        store.close()
 
 
 # -- Redis unreachable ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from obsidian_ai_agent.store.jobs import LaneLimit
 from .openai_server import free_port, running
 
 QUESTION = "How do I make a task repeat every week?"
-COMPONENTS = {"database", "vector_search", "embedder", "llm", "disk"}
+COMPONENTS = {"database", "data_dir", "vector_search", "embedder", "llm", "disk"}
 
 
 @dataclass
@@ -126,10 +126,13 @@ def test_status_reports_the_counts_of_the_index_its_model_and_the_queue(service:
     assert r.status_code == 200, r.text
     body = r.json()
     assert {k: body["index"][k] for k in counts} == counts and counts["chunks"] > 50
-    assert body["index"]["vault"] == str(service.vault.resolve())
+    # Absolute paths are for admin keys only (issue 9).
+    assert body["index"]["vault"] is None and body["database"] is None
     assert body["embedding"]["model"] == service.engine.embedder.model_id
     assert body["embedding"]["dimension"] == 384
-    assert body["database"] == str(service.engine.settings.database_path)
+    as_admin = service.client.get("/status", headers=service.admin).json()
+    assert as_admin["index"]["vault"] == str(service.vault.resolve())
+    assert as_admin["database"] == str(service.engine.settings.database_path)
     assert body["queue"]["queued"] == 1 and body["job_runner"] is False
     assert service.engine.jobs.get(job_id) is not None
 
@@ -318,7 +321,10 @@ def test_a_dead_model_streams_a_recovered_error_then_an_extract_with_a_notice(
     start: Callable[..., Service],
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
-    s = start(OAA_LLM__BASE_URL=url, OAA_LLM__MODEL="m")
+    # A request may name `openai` only when the operator allows it (issue 9).
+    s = start(
+        OAA_LLM__BASE_URL=url, OAA_LLM__MODEL="m", OAA_LLM__ALLOWED_PROVIDERS='["extractive", "openai"]'
+    )
     body = {"question": QUESTION, "stream": True, "provider": "openai"}
     with s.client.stream("POST", "/api/ask", json=body, headers=s.reader) as r:
         events = sse_events("".join(r.iter_text()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,10 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..config import ConfigError
 from ..search import SearchError
-from ..store import ModelMismatchError
+from ..store import DatabaseDamaged, DataDirNotWritable, ModelMismatchError
 
 log = logging.getLogger("obsidian_ai_agent.api")
 
@@ -24,6 +26,7 @@ _CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
@@ -33,6 +36,10 @@ _CODES = {
     503: "unavailable",
     504: "timeout",
 }
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class ErrorBody(BaseModel):
@@ -74,6 +81,21 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def loads_json(raw: bytes | str, expected: str) -> Any:
+    """A JSON body, or ApiError 400 saying what to send: also for nesting too deep to parse (the
+    parser's RecursionError, which would otherwise be a 500)."""
+    import json
+
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ApiError(
+            400, f"the JSON body is nested too deeply to read; send {expected}", code="bad_request"
+        ) from None
+    except ValueError:
+        raise ApiError(400, f"the body is not valid JSON; send {expected}", code="bad_request") from None
+
+
 # Responses every protected route can give, for OpenAPI.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorResponse, "description": d}
@@ -85,12 +107,52 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         422: "The request does not validate; `details` names each field",
         429: "Rate limited; `Retry-After` says when to try again",
         500: "An unexpected error (the log has the request id)",
+        503: "The data directory is not writable, or the index database is damaged (the message says)",
         504: "The request took longer than the server allows",
     }.items()
 }
 
 
+def _unexpected_message(rid: str | None) -> str:
+    return f"an unexpected error; the server log has request id {rid}"
+
+
+class CatchAll:
+    """Innermost around the routes: an exception no handler took becomes a 500 in the error shape and is
+    not raised further. Starlette's ServerErrorMiddleware answers too, but re-raises, and uvicorn then
+    closes the connection: a client's next request on that keep-alive connection was lost with a reset."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            return  # the client is gone (or its body stalled and was answered 408): nothing to answer
+        except Exception:
+            if started:  # half a response is out: only closing the connection can end it
+                raise
+            rid = (scope.get("state") or {}).get("request_id")
+            log.exception("unhandled error", extra={"request_id": rid})
+            response = error_response(500, "internal_error", _unexpected_message(rid))
+            await response(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
+    app.add_middleware(CatchAll)
+
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
@@ -118,6 +180,16 @@ def install(app: FastAPI) -> None:
     async def _model(request: Request, exc: ModelMismatchError) -> JSONResponse:
         return error_response(409, "embedding_model_mismatch", str(exc))
 
+    @app.exception_handler(DatabaseDamaged)
+    async def _damaged(request: Request, exc: DatabaseDamaged) -> JSONResponse:
+        log.error("%s", exc)
+        return error_response(503, "database_damaged", str(exc))
+
+    @app.exception_handler(DataDirNotWritable)
+    async def _read_only(request: Request, exc: DataDirNotWritable) -> JSONResponse:
+        log.error("%s", exc)
+        return error_response(503, "data_dir_not_writable", str(exc))
+
     @app.exception_handler(ConfigError)
     async def _config(request: Request, exc: ConfigError) -> JSONResponse:
         return error_response(500, "config_error", str(exc))
@@ -126,6 +198,4 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         rid = getattr(request.state, "request_id", None)
         log.exception("unhandled error", extra={"request_id": rid})
-        return error_response(
-            500, "internal_error", f"an unexpected error; the server log has request id {rid}", None
-        )
+        return error_response(500, "internal_error", _unexpected_message(rid), None)

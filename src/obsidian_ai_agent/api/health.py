@@ -66,7 +66,7 @@ class IndexFigures(BaseModel):
     failed: int = Field(description="Sources that could not be indexed (see `index` errors).")
     generation: int = Field(description="Moves on with every change to the index.")
     schema_version: int
-    vault: str | None = Field(description="The vault folder this index holds.")
+    vault: str | None = Field(description="The vault folder this index holds (shown to admin keys only).")
 
 
 class EmbeddingFigures(BaseModel):
@@ -76,6 +76,12 @@ class EmbeddingFigures(BaseModel):
     provider: str
 
 
+class Warmup(BaseModel):
+    ready: bool = Field(description="The embedding model and the vector matrix are loaded: search is fast.")
+    seconds: float | None = Field(description="How long the warm-up at start took.")
+    error: str | None = Field(description="Why the warm-up failed (the first search loads what it needs).")
+
+
 class Readiness(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
@@ -83,9 +89,10 @@ class Readiness(BaseModel):
     index: IndexFigures
     embedding: EmbeddingFigures
     llm_provider: str
-    database: str = Field(description="The index database file.")
+    database: str | None = Field(description="The index database file (shown to admin keys only).")
     queue: dict[str, int] = Field(description="Jobs by status.")
     job_runner: bool = Field(description="Whether this worker runs queued jobs.")
+    warm: Warmup = Field(description="Whether the model and vectors were loaded before serving.")
 
 
 @router.get(
@@ -112,6 +119,9 @@ async def status(request: Request, engine: EngineDep) -> Readiness:
             code="unavailable",
         ) from e
     s = engine.settings
+    # Absolute paths tell a caller how the server is laid out: only admin keys see them.
+    principal = getattr(request.state, "principal", None)
+    admin = principal is None or principal.allows("admin")
     return Readiness(
         version=info["version"],
         uptime_s=uptime(request),
@@ -122,7 +132,7 @@ async def status(request: Request, engine: EngineDep) -> Readiness:
             failed=info["failed"],
             generation=info["index_generation"],
             schema_version=info["schema_version"],
-            vault=info["vault"],
+            vault=info["vault"] if admin else None,
         ),
         embedding=EmbeddingFigures(
             model=info["embedding_model"],
@@ -131,9 +141,10 @@ async def status(request: Request, engine: EngineDep) -> Readiness:
             provider=s.embedding.provider,
         ),
         llm_provider=s.llm.provider,
-        database=info["database"],
+        database=info["database"] if admin else None,
         queue=queue,
         job_runner=getattr(request.app.state, "runner", None) is not None,
+        warm=Warmup(**getattr(request.app.state, "warmup", {"ready": False, "seconds": None, "error": None})),
     )
 
 
@@ -324,8 +335,22 @@ def check_disk(engine: Engine) -> tuple[str, dict[str, Any]]:
     return f"{free_mb} MB free in {path}", details
 
 
+def check_data_dir(engine: Engine) -> tuple[str, dict[str, Any]]:
+    """A file can be made in the data directory and the index written: else every write would fail."""
+    problem = engine.store.unwritable()
+    details = {"path": str(engine.settings.data_dir)}
+    if problem:
+        raise CheckResult(
+            "down",
+            f"the data directory is not writable: {problem}; searches work, writes answer 503 until it is",
+            **details,
+        )
+    return f"{engine.settings.data_dir} is writable", details
+
+
 CHECKS: dict[str, Callable[[Engine], tuple[str, dict[str, Any]]]] = {
     "database": check_database,
+    "data_dir": check_data_dir,
     "vector_search": check_vectors,
     "embedder": check_embedder,
     "llm": check_llm,

@@ -13,6 +13,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -176,3 +179,81 @@ class Timeout:
                 f"the request took longer than {self.seconds:g} s (server.request_timeout); "
                 "try a narrower request, or raise the timeout",
             )
+
+
+class BodyTimeout:
+    """408 (and the connection closed) when a request body stalls: no part of it arrives for `seconds`.
+    A client that declares a body and never sends it would otherwise hold a connection and a task for as
+    long as the request timeout, or forever once a response has started streaming."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = responded = False
+        more = True
+
+        async def timed() -> Message:
+            nonlocal responded, more
+            if responded or not more:
+                return await receive() if not responded else {"type": "http.disconnect"}
+            with anyio.move_on_after(self.seconds) as cs:
+                msg = await receive()
+            if cs.cancelled_caught:
+                if not started and not responded:
+                    responded = True
+                    await send_error(
+                        send,
+                        408,
+                        "request_timeout",
+                        f"the request body stalled: nothing arrived for {self.seconds:g} s "
+                        "(server.body_timeout); send the whole body promptly",
+                        [(b"connection", b"close")],
+                    )
+                return {"type": "http.disconnect"}
+            if msg["type"] == "http.request" and not msg.get("more_body", False):
+                more = False
+            return msg
+
+        async def tracked(msg: Message) -> None:
+            nonlocal started
+            if responded:
+                return
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, timed, tracked)
+        except Exception:
+            if not responded:
+                raise
+
+
+class CORS(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight in the JSON error shape instead of plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode("utf-8", "replace").strip() or "Disallowed CORS request"
+        headers = {
+            k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")
+        }
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "cors_refused",
+                    "message": f"{reason}: this server answers cross-origin requests only from "
+                    "server.cors_origins, with the methods and headers it lists",
+                    "details": {"origin": request_headers.get("origin")},
+                }
+            },
+            status_code=response.status_code,
+            headers=headers,
+        )

@@ -7,19 +7,20 @@ path guard first.
 
 from __future__ import annotations
 
-import json
+import errno
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from .. import jobs
 from ..engine import Engine
 from ..security.paths import NOTE_SUFFIXES, SOURCE_SUFFIXES, PathRefused, VaultPath, vault_path
+from .bodies import RequestBody
 from .deps import EngineDep, require, run_sync
-from .errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from .errors import ERROR_RESPONSES, ApiError, ErrorResponse, loads_json
 from .index import JobAccepted, accepted, vault_of, write_atomic
 
 
@@ -36,7 +37,7 @@ router = APIRouter(tags=["notes"], responses=ERROR_RESPONSES)
 TEXT_TYPES = ("text/markdown", "text/plain", "text/x-markdown")
 
 
-class NoteContent(BaseModel):
+class NoteContent(RequestBody):
     content: str
 
 
@@ -88,10 +89,12 @@ async def _content(request: Request) -> bytes:
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     raw = await request.body()
     if ctype == "application/json":
+        expected = '{"content": "<the note\'s Markdown>"}'
+        data = loads_json(raw, expected)
         try:
-            return NoteContent.model_validate(json.loads(raw)).content.encode("utf-8")
+            return NoteContent.model_validate(data).content.encode("utf-8")
         except (ValueError, ValidationError):
-            raise ApiError(400, 'the JSON body must be {"content": "<the note\'s Markdown>"}') from None
+            raise ApiError(400, f"the JSON body must be {expected}") from None
     if ctype and ctype not in TEXT_TYPES:
         raise ApiError(
             415,
@@ -104,8 +107,20 @@ async def _content(request: Request) -> bytes:
     return raw
 
 
+def _write_failed(rel: str, e: OSError) -> ApiError:
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ApiError(
+            503,
+            f"the vault is not writable, so '{rel}' cannot be saved ({e.strerror}); "
+            "check the vault's mount and permissions",
+            code="vault_not_writable",
+        )
+    return ApiError(500, f"could not write '{rel}': {e.strerror or e}")
+
+
 async def _finish(engine: Engine, job_id: int, wait: bool, response: Response, rel: str) -> dict[str, Any]:
-    if wait:
+    # A big note's job runs on a lane with more time than a request has: 202 with its id, not a 504.
+    if wait and await run_sync(lambda: jobs.waitable(engine, job_id)):
         await run_sync(lambda: jobs.run(engine, job_id))
         response.status_code = 200
     return await run_sync(lambda: accepted(engine, job_id, path=rel))
@@ -134,7 +149,7 @@ async def put_note(
             try:
                 write_atomic(root, target.path, content)
             except OSError as e:
-                raise ApiError(500, f"could not write '{target.rel}': {e.strerror or e}") from None
+                raise _write_failed(target.rel, e) from None
         return jobs.submit_notes(engine, [target.rel], root)
 
     job_id = await run_sync(write)
@@ -160,7 +175,7 @@ async def delete_note(path: str, response: Response, engine: EngineDep, wait: bo
             try:
                 target.path.unlink()
             except OSError as e:
-                raise ApiError(500, f"could not remove '{target.rel}': {e.strerror or e}") from None
+                raise _write_failed(target.rel, e) from None
         return jobs.submit_delete(engine, [target.rel])
 
     job_id = await run_sync(remove)

@@ -160,13 +160,32 @@ def _short(e: BaseException | None) -> str:
     return text[:160]
 
 
+def decode_text(body: bytes, charset: str | None) -> str:
+    """The page's text in the charset it declares; a charset Python does not know (a typo, a made-up
+    name) is detected from the bytes instead, and UTF-8 with replacement is the last resort."""
+    import codecs
+
+    if charset:
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            charset = None
+    if charset is None:
+        try:  # installed with requests and trafilatura's dependencies, not by us
+            from charset_normalizer import from_bytes
+        except ImportError:
+            return body.decode("utf-8", errors="replace")
+        best = from_bytes(body[:1_048_576]).best()
+        charset = best.encoding if best is not None else "utf-8"
+    return body.decode(charset, errors="replace")
+
+
 def extract(fetched: Fetched) -> tuple[str, str]:
     """`(title, main text)` of a fetched page; paragraphs are separated by blank lines."""
     ctype = fetched.content_type
     sniffed_html = fetched.body.lstrip()[:1] == b"<"
     if ctype in TEXT_TYPES or (ctype == "application/octet-stream" and not sniffed_html):
-        text = fetched.body.decode(fetched.charset or "utf-8", errors="replace")
-        return fetched.final_url, text
+        return fetched.final_url, decode_text(fetched.body, fetched.charset)
     if ctype not in HTML_TYPES and not (ctype == "application/octet-stream" and sniffed_html):
         raise FetchError(
             f"{fetched.final_url} is {ctype}, not a web page; index PDFs with /api/index_pdf"

@@ -220,7 +220,13 @@ class SharedRotatingFileHandler(RotatingFileHandler):
 
     def __init__(self, filename: Path, max_bytes: int, backups: int) -> None:
         super().__init__(filename, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        self._lock_file = open(f"{filename}.lock", "a")  # noqa: SIM115 - held for the handler's life
+        fd = os.open(f"{filename}.lock", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lock_file = os.fdopen(fd, "a")  # held for the handler's life
+
+    def _open(self) -> Any:
+        # Log lines name notes and questions: readable by this user only, whatever the umask.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -268,6 +274,26 @@ def log_path(settings: Settings) -> Path | None:
     return file if file.is_absolute() else settings.data_dir / file
 
 
+class WorkerDeath(logging.Filter):
+    """uvicorn's supervisor says only "Child process [pid] died", at INFO: a server worker killed (out of
+    memory, a crash) is an error an operator must see, so it is raised to ERROR and says what happened."""
+
+    _DIED = re.compile(r"^Child process \[(\d+)\] died")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        m = self._DIED.match(record.getMessage())
+        if m and record.levelno < logging.ERROR:
+            record.levelno, record.levelname = logging.ERROR, "ERROR"
+            record.msg = (
+                f"server worker process {m.group(1)} died (killed, or out of memory); "
+                "uvicorn starts a new one in its place"
+            )
+            record.args = ()
+            record.worker_pid = int(m.group(1))
+            return True
+        return record.levelno >= logging.getLogger().getEffectiveLevel()
+
+
 def adopt_uvicorn_loggers() -> None:
     """Send uvicorn's own lines through our handlers (and formatter and redaction); its access line is
     left out because the request middleware logs one richer line per request."""
@@ -276,6 +302,12 @@ def adopt_uvicorn_loggers() -> None:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
         logger.propagate = True
+        if name == "uvicorn.error":
+            # INFO reaches the filter, which keeps a worker's death (as an error) and holds the rest to
+            # `log_level`: at WARNING the death of a worker was dropped with the other INFO lines.
+            logger.setLevel(logging.INFO)
+            if not any(isinstance(f, WorkerDeath) for f in logger.filters):
+                logger.addFilter(WorkerDeath())
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
 
@@ -295,7 +327,7 @@ def setup_logging(settings: Settings) -> None:
     handlers: list[logging.Handler] = [_Stderr()]
     path = log_path(settings)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         handlers.append(SharedRotatingFileHandler(path, settings.logging.max_bytes, settings.logging.backups))
     for handler in handlers:
         handler.setFormatter(formatter)

@@ -71,7 +71,7 @@ def multiprocess_dir(settings: Settings) -> Path | None:
 
 def enable_multiprocess(path: Path) -> None:
     """Switch this process to multiprocess values in `path` (before its metrics are created)."""
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ[ENV] = str(path)
     if not getattr(values.ValueClass, "_multiprocess", False):
         # prometheus-client picks the value class when first imported; this process learnt it is a

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fastapi import Request
+import anyio
+from starlette.requests import Request
 
-from ..api.errors import ApiError
-from .keys import SCOPES, verify
+from .errors import Refused
+from .keys import ADMIN_KEY_FILE, SCOPES, verify
 
 ALL_SCOPES = frozenset(SCOPES)
+ADMIN_KEY_HINT = (
+    f"On first start the service writes an admin key to <data dir>/{ADMIN_KEY_FILE} when no admin key "
+    "exists; on the server, `obsidian-ai-agent keys create --name NAME --scope admin` makes one "
+    "(add `--scope read`/`--scope write` keys the same way)"
+)
 
 
 @dataclass(frozen=True)
@@ -40,26 +46,24 @@ def presented_key(request: Request) -> str | None:
 
 
 async def authenticate(request: Request, scope: str) -> Principal:
-    """The principal for this request, or ApiError 401 (no or bad key) / 403 (key lacks the scope)."""
+    """The principal for this request, or Refused 401 (no or bad key) / 403 (key lacks the scope)."""
     settings = request.app.state.settings
     if not settings.server.auth.enabled:
         return Principal(None, "anonymous", ALL_SCOPES)
     challenge = {"WWW-Authenticate": 'Bearer realm="obsidian-ai-agent"'}
     secret = presented_key(request)
     if secret is None:
-        raise ApiError(
+        raise Refused(
             401,
-            "this route needs an API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>` "
-            "(the first admin key is in <data dir>/admin.key; `obsidian-ai-agent keys create` makes more)",
+            "this route needs an API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`. "
+            f"{ADMIN_KEY_HINT}",
             code="unauthorized",
             headers=challenge,
         )
-    from ..api.deps import run_sync
-
     engine = request.app.state.engine
-    row = await run_sync(lambda: verify(engine.store, secret))
+    row = await anyio.to_thread.run_sync(lambda: verify(engine.store, secret), abandon_on_cancel=True)
     if row is None:
-        raise ApiError(
+        raise Refused(
             401,
             "the API key is not valid (unknown, revoked, or past its rotation grace period)",
             code="unauthorized",
@@ -68,7 +72,7 @@ async def authenticate(request: Request, scope: str) -> Principal:
     principal = Principal(row.id, row.name, frozenset(row.scopes))
     request.state.principal = principal
     if not principal.allows(scope):
-        raise ApiError(
+        raise Refused(
             403,
             f"the API key {row.id!r} lacks the {scope!r} scope this route needs; "
             f"it has: {', '.join(row.scopes)}",

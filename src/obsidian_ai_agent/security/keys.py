@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Settings
-from ..store import Store
+from ..store import Store, StoreError
 from ..store.keys import KeyRow, KeyStore
 
 log = logging.getLogger(__name__)
@@ -91,17 +91,30 @@ def _existing(store: Store, key_id: str) -> KeyRow:
 
 
 def rotate_key(store: Store, key_id: str, grace: float) -> NewKey:
-    """A replacement key with the same name and scopes; the old one keeps working for `grace` seconds."""
+    """A replacement key with the same name and scopes; the key it replaces keeps working for `grace`
+    seconds. Rotating again (with any id of the chain, inside a grace period or not) replaces the chain's
+    newest key: no second branch, and older keys keep the expiry they had."""
     old = _existing(store, key_id)
     if not old.active():
         raise UnknownKey(f"API key {key_id!r} is revoked or expired; create a new key instead")
-    new = create_key(store, old.name, old.scopes)
-    KeyStore(store).retire(key_id, time.time() + grace, new.key.id)
-    return new
+    new_id, secret = _new_secret()
+    keys = KeyStore(store)
+    if keys.rotate(old.lineage, new_id, _digest(secret), time.time() + grace) is None:
+        raise UnknownKey(f"API key {key_id!r} has no live key left to rotate; create a new key instead")
+    row = keys.get(new_id)
+    assert row is not None
+    return NewKey(row, secret)
+
+
+def lineage_of(store: Store, key_id: str) -> str:
+    """The stable id of a key across rotations (the first key of its chain)."""
+    row = KeyStore(store).get(key_id)
+    return row.lineage if row is not None else key_id
 
 
 def revoke_key(store: Store, key_id: str) -> KeyRow:
-    """Revoke at once: the next request with it is refused, in every worker."""
+    """Revoke at once, with every other secret of its rotation chain: the next request with any of them
+    is refused, in every worker."""
     _existing(store, key_id)
     KeyStore(store).revoke(key_id)
     return _existing(store, key_id)
@@ -129,29 +142,60 @@ def verify(store: Store, secret: str) -> KeyRow | None:
         if due:
             _last_touch[row.id] = now
     if due:  # a write at most once a minute per key and process, not per request
-        keys.touch(row.id, now)
+        try:
+            keys.touch(row.id, now)
+        except StoreError as e:  # a read-only data directory must not lock every key out
+            log.debug("could not record the key's last use: %s", e)
     return row
 
 
+def _file_key(path: Path) -> str | None:
+    """The key an existing key file holds, when it holds one in this program's format."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if _FORMAT.match(text) else None
+
+
 def ensure_admin_key(store: Store, settings: Settings) -> Path | None:
-    """On first start with no key: write an admin key to `<data dir>/admin.key` (mode 0600) and print its
-    path. Several workers starting at once make exactly one key. Returns the file when one was made."""
+    """On a start with no working admin key (none yet, or only read/write keys made with `keys create`
+    before the first start, or every admin key revoked): write an admin key to `<data dir>/admin.key`
+    (mode 0600) and print its path. Several workers starting at once make exactly one key. Returns the
+    file when one was made.
+
+    A key file that exists is never overwritten: when it holds a key, that key becomes this index's
+    admin key (an index started afresh keeps the operator's key working); otherwise the new key goes to
+    a new file beside it, `admin-<id>.key`."""
     if not settings.server.auth.enabled:
         return None
     keys = KeyStore(store)
-    if keys.count():
-        return None
-    key_id, secret = _new_secret()
-    if not keys.insert(key_id, "admin (first start)", ["admin"], _digest(secret), only_if_none=True):
+    if keys.has_active_admin():
         return None
     path = settings.data_dir / ADMIN_KEY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    existing = _file_key(path) if path.exists() else None
+    if existing is not None and keys.get(existing.split("_")[1]) is not None:
+        existing = None  # this index knows that key and it no longer works: a new one goes beside it
+    if existing is not None:
+        m = _FORMAT.match(existing)
+        assert m is not None
+        key_id, secret = m.group(1), existing
+    else:
+        key_id, secret = _new_secret()
+    if not keys.insert(key_id, "admin (first start)", ["admin"], _digest(secret), only_if_no_admin=True):
+        return None
+    if existing is not None:
+        message = f"the index has no admin API key; the admin key in {path} is its admin key"
+        log.warning(message)
+        print(message, file=sys.stderr, flush=True)
+        return None
+    if path.exists() or path.is_symlink():
+        path = settings.data_dir / f"admin-{key_id}.key"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # O_EXCL: never write through a file (or a symlink) that appeared meanwhile.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
     message = f"created an admin API key; it is in {path} (readable only by this user)"
     log.warning(message)
     print(message, file=sys.stderr, flush=True)

@@ -1,10 +1,11 @@
 """The vault path guard: a path a client names (a pushed note, an uploaded PDF) becomes a file inside the
 vault, or is refused with the reason.
 
-Refused: empty paths, NUL and control characters, backslashes, absolute paths, drive letters (`C:`),
-`.` and `..` segments, empty segments, Obsidian's and git's own folders (`.obsidian/`, `.trash/`,
-`.git/`), extensions that are not sources, paths the index excludes, and anything that resolves
-(through symlinks) outside the vault. Clients send URL-encoded paths; they arrive decoded here.
+Refused: empty paths, NUL and control characters, bidirectional overrides, backslashes, absolute paths,
+drive letters (`C:`), `.` and `..` segments, empty segments, Obsidian's and git's own folders
+(`.obsidian/`, `.trash/`, `.git/`), extensions that are not sources, paths the index excludes, and
+anything that resolves (through symlinks) outside the vault. Clients send URL-encoded paths; they
+arrive decoded here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ SOURCE_SUFFIXES = NOTE_SUFFIXES + PDF_SUFFIXES
 RESERVED_DIRS = frozenset({".obsidian", ".trash", ".git"})
 MAX_PATH_CHARS = 1024
 MAX_SEGMENT_BYTES = 255  # the longest file name ext4, APFS and NTFS all accept
+
+# Embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): they reorder how a name is shown.
+BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -52,6 +56,12 @@ def check_relative(rel: str, suffixes: Iterable[str] = NOTE_SUFFIXES) -> str:
         raise PathRefused(f"the path is longer than {MAX_PATH_CHARS} characters")
     if "\x00" in rel or any(unicodedata.category(c) == "Cc" for c in rel):
         raise PathRefused("the path contains NUL or control characters")
+    bidi = next((c for c in rel if c in BIDI_CONTROLS), None)
+    if bidi is not None:
+        raise PathRefused(
+            f"the path contains the bidirectional control character U+{ord(bidi):04X}, which makes a name "
+            "display differently from what it is (e.g. 'txt.md' shown for 'dm.txt'); remove it"
+        )
     if "\\" in rel:
         raise PathRefused("the path contains a backslash; separate folders with '/'")
     if _DRIVE.match(rel):

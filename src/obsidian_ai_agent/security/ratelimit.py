@@ -14,10 +14,12 @@ What is counted: each route group (`read`, `ask`, `write`, `admin`, ...) has its
 `server.rate_limits.groups[group]`; callers without a key have `rate_limits.anonymous` per group. A
 group with no limit configured is not limited (a warning says so once).
 
-Where: in this worker's memory, or in Redis when `redis_url` is set, so that every worker and replica
-shares one count. If Redis cannot be reached the request is NOT refused (fail open, never a 500): a
-warning is logged and the limit is counted in this worker's memory instead, Redis being tried again every
-few seconds; another warning says when it answers again.
+Where: in Redis when `redis_url` is set, so that every worker and replica shares one count; else, with
+several workers (`rate_limits.storage`: `auto` or `sqlite`), in a table of the index database, so that
+the workers of one host share one count and `X-RateLimit-Limit` is what the host allows; else in this
+worker's memory. If Redis (or the table) cannot be used the request is NOT refused (fail open, never a
+500): a warning is logged and the limit is counted in this worker's memory instead, the shared store
+being tried again every few seconds; another warning says when it answers again.
 
 Every limited response carries `X-RateLimit-Limit` (requests per window), `X-RateLimit-Remaining` and
 `X-RateLimit-Reset` (Unix time, in seconds, when the next request frees up); a refusal is a 429 with
@@ -35,15 +37,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 from fastapi import Request, Response
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
-from ..api.errors import ApiError
 from ..config import ConfigError, RateLimitSettings, Settings
+from ..store import StoreError
+from ..store.ratelimits import SharedCounters
 from .auth import Principal
+from .errors import Refused
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +187,14 @@ class Limiter:
                 socket_timeout=rl.redis_timeout,
             )
             self.shared = MovingWindowRateLimiter(storage)
+        self.table: SharedCounters | None = None
+        if self.shared is None and (
+            rl.storage == "sqlite" or (rl.storage == "auto" and settings.server.workers > 1)
+        ):
+            self.table = SharedCounters(settings.database_path)
+            self.where = f"the index database {settings.database_path}"
+        items = [i for i in [*self.groups.values(), self.anonymous] if i is not None]
+        self.horizon = max((i.get_expiry() for i in items), default=60)
         self._redis_down_until = 0.0
         self._unknown_groups: set[str] = set()
 
@@ -219,7 +232,35 @@ class Limiter:
                     log.warning("rate limits: Redis at %s answers again; counts are shared", self.where)
                     self._redis_down_until = 0.0
                 return usage
+        if self.table is not None and time.monotonic() >= self._redis_down_until:
+            try:
+                usage = await self._charge_table(self.table, limit, identity)
+            except StoreError as e:
+                first = self._redis_down_until == 0.0
+                log.log(
+                    logging.WARNING if first else logging.DEBUG,
+                    "rate limits: cannot count in %s (%s); counting in this worker's memory "
+                    "(limits are per worker until it works; retrying every %.0fs)",
+                    self.where,
+                    e,
+                    REDIS_RETRY_SECONDS,
+                )
+                self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            else:
+                if self._redis_down_until:
+                    log.warning("rate limits: %s counts again; counts are shared", self.where)
+                    self._redis_down_until = 0.0
+                return usage
         return await self._charge(self.memory, limit, identity)
+
+    async def _charge_table(
+        self, table: SharedCounters, limit: RateLimitItem, identity: tuple[str, ...]
+    ) -> Usage:
+        key = "/".join((KEY_PREFIX, str(limit), *identity))
+        allowed, remaining, reset = await anyio.to_thread.run_sync(
+            table.hit, key, limit.amount, float(limit.get_expiry()), float(self.horizon)
+        )
+        return Usage(allowed, limit, remaining, reset)
 
     @staticmethod
     async def _charge(
@@ -251,7 +292,7 @@ def _describe(limit: RateLimitItem) -> str:
 async def enforce_rate_limit(request: Request, response: Response, principal: Principal, group: str) -> None:
     """Charge this request to the caller's budget for `group`; set the `X-RateLimit-*` headers on
     `response` (and in `request.state.rate_limit_headers`, for a route that returns a Response of its own,
-    whose headers FastAPI does not merge), or raise ApiError 429 with `Retry-After` when it is spent."""
+    whose headers FastAPI does not merge), or raise Refused 429 with `Retry-After` when it is spent."""
     settings: Settings = request.app.state.settings
     if not settings.server.rate_limits.enabled:
         return
@@ -275,7 +316,7 @@ async def enforce_rate_limit(request: Request, response: Response, principal: Pr
     headers = usage.headers()
     if not usage.allowed:
         wait = usage.retry_after()
-        raise ApiError(
+        raise Refused(
             429,
             f"rate limit reached: {who} may make {_describe(limit)} {group!r} requests; "
             f"retry in {wait} second{'s' if wait != 1 else ''}",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,6 +22,27 @@ from .migrations import MIGRATIONS
 
 class StoreError(Exception):
     """The store cannot be used as asked."""
+
+
+class DatabaseDamaged(StoreError, sqlite3.DatabaseError):
+    """The index file is not a usable SQLite database (empty, truncated, or garbage inside)."""
+
+
+class DataDirNotWritable(StoreError, sqlite3.OperationalError):
+    """A write failed because the data directory (or the index file) cannot be written."""
+
+
+WHAT_TO_DO = (
+    "restore it from a backup, or move it away and rebuild the index with `obsidian-ai-agent index`; "
+    "or start with --allow-new-database (OAA_ALLOW_NEW_DATABASE=true), which moves it aside and starts "
+    "a new, empty index"
+)
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+_UNWRITABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM", "SQLITE_AUTH")
+
+
+def _make_private_dir(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
 class ModelMismatchError(StoreError):
@@ -56,6 +79,7 @@ class ChunkRow:
     start_line: int | None
     end_line: int | None
     page: int | None
+    section_starts: list[list[Any]] = field(default_factory=list)  # see notes.heading_at
 
 
 @dataclass(frozen=True)
@@ -71,18 +95,52 @@ class SourceInfo:
 class Store:
     """Named operations on the index database. Safe to share between threads (one connection, a lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, allow_new: bool = False) -> None:
+        """Open (or create) the index at `path`. An existing file that is empty or not a database is
+        refused with DatabaseDamaged, never taken as a new index, unless `allow_new`: then it is moved
+        aside (`<name>.damaged-<time>`) and a new index is made in its place."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private_dir(self.path.parent)
         self._lock = threading.RLock()
+        try:
+            self._open()
+        except DatabaseDamaged as e:
+            if not allow_new:
+                raise
+            aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(f"{self.path}{suffix}")
+                if src.exists():
+                    os.replace(src, f"{aside}{suffix}")
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%s; moved it to %s and started a new, empty index (--allow-new-database)", e, aside
+            )
+            self._open()
+
+    def _open(self) -> None:
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            raise DatabaseDamaged(
+                f"the index database {self.path} is empty (0 bytes), not an index; {WHAT_TO_DO}"
+            )
+        if not self.path.exists():
+            # SQLite gives its -wal and -shm files the database file's mode: make that 0600 first.
+            with suppress(FileExistsError):  # another worker made it meanwhile
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self._db = sqlite3.connect(
             str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._migrate()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._migrate()
+            self._db.execute("SELECT COUNT(*) FROM sources").fetchone()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise self._translate(e) from e
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -96,24 +154,76 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _translate(self, e: sqlite3.DatabaseError) -> sqlite3.DatabaseError:
+        """A damaged file or an unwritable data directory as its own error, with what to do; any other
+        error unchanged."""
+        if isinstance(e, StoreError):
+            return e
+        name = getattr(e, "sqlite_errorname", "") or ""
+        text = str(e)
+        if name.startswith(_DAMAGED) or "malformed" in text or "not a database" in text:
+            return DatabaseDamaged(f"the index database {self.path} is damaged ({text}); {WHAT_TO_DO}")
+        if name.startswith(_UNWRITABLE) or "readonly" in text:
+            problem = self.unwritable()
+            if problem:
+                return DataDirNotWritable(
+                    f"the data directory is not writable: {problem}; the index can be searched but not "
+                    "changed until it is writable again (check the mount, permissions and `lsattr`)"
+                )
+        return e
+
+    def unwritable(self) -> str | None:
+        """Why the data directory or the index file cannot be written now, or None when both can."""
+        folder = self.path.parent
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            return f"cannot create a file in {folder} ({e.strerror or e})"
+        for p in (self.path, Path(f"{self.path}-wal")):
+            try:
+                if p.exists():
+                    with open(p, "r+b"):
+                        pass
+            except OSError as e:
+                return f"cannot write {p} ({e.strerror or e})"
+        return None
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE so concurrent writers queue instead of deadlocking."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                else:
+                    self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as e:
+                translated = self._translate(e)
+                if translated is e:
+                    raise
+                if self._db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                raise translated from e
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            cur = self._db.execute(sql, params)
-            cur.row_factory = sqlite3.Row
-            return cur.fetchall()
+            try:
+                cur = self._db.execute(sql, params)
+                cur.row_factory = sqlite3.Row
+                return cur.fetchall()
+            except sqlite3.DatabaseError as e:
+                translated = self._translate(e)
+                if translated is e:
+                    raise
+                raise translated from e
 
     def _migrate(self) -> None:
         with self._write() as db:
@@ -263,7 +373,7 @@ class Store:
                 heading_json = json.dumps(c.heading_path, ensure_ascii=False)
                 cur = db.execute(
                     "INSERT INTO chunks (source_id, ordinal, hash, text, heading_path, start_line, end_line,"
-                    " page, vector, generation) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    " page, vector, generation, section_starts) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         source_id,
                         c.ordinal,
@@ -275,6 +385,7 @@ class Store:
                         c.page,
                         np.asarray(vectors[c.hash], dtype=np.float32).tobytes(),
                         gen,
+                        json.dumps(c.section_starts, ensure_ascii=False) if c.section_starts else "[]",
                     ),
                 )
                 db.execute(
@@ -384,17 +495,34 @@ class Store:
         params.append(limit)
         return [(r[0], r[1]) for r in self._query(sql, params)]
 
+    def next_chunks(self, ids: Sequence[int]) -> dict[int, int]:
+        """chunk id -> the id of the chunk that follows it in the same source, where there is one."""
+        if not ids:
+            return {}
+        rows = self._query(
+            "SELECT c.id, n.id FROM chunks c JOIN chunks n ON n.source_id = c.source_id"
+            " AND n.ordinal = c.ordinal + 1 WHERE c.id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)),),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def has_match(self, match: str) -> bool:
+        """Whether an FTS5 MATCH expression built by search.py matches any chunk (stops at the first)."""
+        return bool(self._query("SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT 1", (match,)))
+
     def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         if not ids:
             return {}
         rows = self._query(
             "SELECT c.id, c.source_id, s.path, s.kind, s.title, c.text, c.heading_path, c.start_line,"
-            " c.end_line, c.page FROM chunks c JOIN sources s ON s.id = c.source_id"
+            " c.end_line, c.page, c.section_starts FROM chunks c JOIN sources s ON s.id = c.source_id"
             " WHERE c.id IN (SELECT value FROM json_each(?))",
             (json.dumps(list(ids)),),
         )
         return {
-            r[0]: ChunkRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9])
+            r[0]: ChunkRow(
+                r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[9], json.loads(r[10])
+            )
             for r in rows
         }
 
