@@ -7,22 +7,28 @@ body limit, request timeout.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from . import __version__, observability
 from .api import errors, routers
-from .api.middleware import BodyLimit, RequestContext, Timeout
+from .api.middleware import CORS, BodyLimit, BodyTimeout, RequestContext, Timeout
 from .config import Settings, load_settings
 from .embeddings import Embedder
 from .engine import Engine
 from .security import keys
+from .security.errors import Refused
+from .web import install_docs
+
+log = logging.getLogger("obsidian_ai_agent.api")
 
 UPLOAD_PATHS = ("/api/index_pdf",)
 
@@ -52,6 +58,15 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         app.state.engine = engine
         app.state.started = time.time()
         keys.ensure_admin_key(engine.store, s)
+        # Warm before this worker takes requests (uvicorn serves once the lifespan has started), so the
+        # first search does not wait ~9 s for the model; `/status` reports how it went.
+        try:
+            seconds = await anyio.to_thread.run_sync(engine.warm)
+            app.state.warmup = {"ready": True, "seconds": round(seconds, 3), "error": None}
+            log.info("warmed the embedding model and the vector matrix in %.1f s", seconds)
+        except Exception as e:  # the service still starts: /status says why it is not ready
+            log.error("warm-up failed: %s", e)
+            app.state.warmup = {"ready": False, "seconds": None, "error": str(e)}
         runner = watcher = None
         if s.server.run_jobs:
             from .jobs import JobRunner
@@ -78,10 +93,20 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         description="Search and answers over an Obsidian vault, from the notes only, with citations.",
         lifespan=lifespan,
         debug=s.server.debug,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: ours are served from the package.
+        docs_url=None,
+        redoc_url=None,
     )
+    app.state.warmup = {"ready": False, "seconds": None, "error": "starting"}
+    install_docs(app)
     app.state.settings = s
     app.state.started = time.time()
     errors.install(app)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
+        return errors.error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
     for router in routers:
         app.include_router(router)
 
@@ -93,10 +118,11 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         upload_limit=s.server.max_upload_bytes,
         upload_paths=UPLOAD_PATHS,
     )
+    app.add_middleware(BodyTimeout, seconds=s.server.body_timeout)
     observability.install(app, s)
     app.add_middleware(RequestContext)
     app.add_middleware(
-        CORSMiddleware,
+        CORS,
         allow_origins=s.server.cors_origins,
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "Accept"],

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from .. import jobs
 from ..store.jobs import FINISHED
+from .bodies import RequestBody
 from .deps import EngineDep, require, run_sync
 from .errors import ERROR_RESPONSES, ApiError, ErrorResponse
 
@@ -145,7 +146,7 @@ class QuarantineList(BaseModel):
     quarantined: list[Quarantined]
 
 
-class RetryRequest(BaseModel):
+class RetryRequest(RequestBody):
     paths: list[str] | None = Field(
         default=None, max_length=10_000, description="These sources (default: every quarantined one)."
     )

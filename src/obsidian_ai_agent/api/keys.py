@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ..security import keys
+from .bodies import RequestBody
 from .deps import EngineDep, SettingsDep, require, run_sync
 from .errors import ERROR_RESPONSES, ApiError, ErrorResponse
 
@@ -26,6 +27,10 @@ class KeyInfo(BaseModel):
     expires_at: float | None = Field(description="Set once rotated: the key works until then.")
     revoked_at: float | None
     replaced_by: str | None
+    lineage: str = Field(
+        description="The first key of this key's rotation chain: every live secret of one key shares it, "
+        "and revoking any of them revokes them all."
+    )
     active: bool
 
 
@@ -37,12 +42,12 @@ class KeyList(BaseModel):
     keys: list[KeyInfo]
 
 
-class CreateKey(BaseModel):
+class CreateKey(RequestBody):
     name: str = Field(min_length=1, max_length=100, description="Who or what uses the key.")
     scopes: list[str] = Field(min_length=1, max_length=3, description="Any of read, write, admin.")
 
 
-class RotateKey(BaseModel):
+class RotateKey(RequestBody):
     grace_seconds: float | None = Field(
         default=None,
         ge=0,

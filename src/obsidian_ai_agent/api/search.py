@@ -2,39 +2,65 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
-from ..search import RelatedNote, SearchResult
+from ..search import (
+    K_MAX,
+    KINDS,
+    MODES,
+    QUERY_MAX_CHARS,
+    RelatedNote,
+    SearchResult,
+    check_k,
+    check_kind,
+    check_mode,
+    check_query,
+)
+from .bodies import RequestBody
 from .deps import EngineDep, require
 from .errors import ERROR_RESPONSES
 
 router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
 
-Mode = Literal["hybrid", "keyword", "semantic"]
+# The rules are the library's (`search.check_*`), the same the CLI applies; the schema only states them.
+Query = Annotated[
+    str,
+    AfterValidator(check_query),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": QUERY_MAX_CHARS, "pattern": r"\S"},
+    ),
+]
+K = Annotated[
+    int, AfterValidator(check_k), WithJsonSchema({"type": "integer", "minimum": 1, "maximum": K_MAX})
+]
+Mode = Annotated[str, AfterValidator(check_mode), WithJsonSchema({"type": "string", "enum": list(MODES)})]
+Kind = Annotated[str, AfterValidator(check_kind), WithJsonSchema({"type": "string", "enum": list(KINDS)})]
 
 
-class SearchRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=2000, description="What to look for; any text is safe.")
-    k: int = Field(default=10, ge=1, le=100, description="How many results.")
-    mode: Mode = "hybrid"
+class SearchRequest(RequestBody):
+    query: Query = Field(description="What to look for; any text is safe.")
+    k: K | None = Field(default=None, description="How many results (default: setting `search.k`).")
+    mode: Mode | None = Field(
+        default=None, description="hybrid, keyword or semantic (default: setting `search.default_mode`)."
+    )
     folder: str | None = Field(default=None, max_length=1000, description="Only notes under this folder.")
     tag: str | None = Field(
         default=None, max_length=200, description="Only notes with this tag or its children."
     )
-    kind: Literal["note", "pdf", "web"] | None = None
+    kind: Kind | None = Field(default=None, description="Only this kind of source: note, pdf or web.")
 
 
 class SearchResponse(BaseModel):
     results: list[SearchResult]
 
 
-class RelatedRequest(BaseModel):
+class RelatedRequest(RequestBody):
     path: str = Field(min_length=1, max_length=1000, description="A vault-relative note path.")
-    k: int = Field(default=10, ge=1, le=100)
+    k: K = Field(default=10, description="How many notes.")
 
 
 class RelatedResponse(BaseModel):

@@ -1,6 +1,8 @@
 """The command line: each command parses its input, calls the library once, and prints the result.
 
 Every command takes `--json` for scripts; human output goes to stdout, progress and errors to stderr.
+Note text is printed verbatim: the consoles never read markup (`- [/]`, `[[link]]`, `[x]` are text), and
+styles come only from `Text` objects built here (`styled`).
 """
 
 from __future__ import annotations
@@ -8,26 +10,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.text import Text
 
 from .. import __version__
 from ..config import ConfigError, Settings, load_settings
 from ..engine import Engine
-from ..indexer import Progress as IndexProgress
+from .progress import IndexDisplay
+from .progress import progress_bar as _progress_bar
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -44,11 +40,17 @@ eval_app = typer.Typer(help="Measure retrieval quality on benchmark sets.", no_a
 app.add_typer(config_app, name="config")
 app.add_typer(eval_app, name="eval")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False, emoji=False: whatever a note says is printed as it is (`:x:` stays `:x:`, `[/]` stays).
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ModeOpt = Annotated[str, typer.Option("--mode", "-m", help="hybrid, keyword or semantic.")]
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of output: plain strings as they are, `(text, style)` pairs styled; never parsed as markup."""
+    return Text.assemble(*parts)
 
 
 class _State:
@@ -59,6 +61,13 @@ class _State:
 state = _State()
 
 
+def _version(wanted: bool) -> None:
+    # Eager: runs while the options are parsed, before click asks for a command.
+    if wanted:
+        out.print(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     data_dir: Annotated[
@@ -67,16 +76,16 @@ def _root(
     config: Annotated[
         Path | None, typer.Option("--config", help="A YAML settings file (env OAA_CONFIG).")
     ] = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_version),
+    ] = False,
 ) -> None:
-    if version:
-        out.print(__version__)
-        raise typer.Exit()
     state.config, state.data_dir = config, data_dir
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(styled(("error:", "red"), " ", message))
     raise typer.Exit(code)
 
 
@@ -106,32 +115,10 @@ def emit(data: Any) -> None:
 
 
 @contextmanager
-def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[IndexProgress], None]]:
-    """A progress bar with ETA on stderr (quiet when stderr is not a terminal and --json is set)."""
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not enabled,
-        transient=False,
-    )
-    with bar:
-        task = bar.add_task(label, total=None, detail="")
-
-        def update(p: IndexProgress) -> None:
-            bar.update(
-                task,
-                total=p.total or None,
-                completed=p.done,
-                detail=f"{p.stage}, {p.chunks_embedded} chunks embedded",
-            )
-
-        yield update
+def progress_bar(label: str, enabled: bool = True) -> Iterator[IndexDisplay]:
+    """A progress bar on stderr: phase, files done, chunks embedded, a measured ETA (see `progress`)."""
+    with _progress_bar(label, err, enabled) as display:
+        yield display
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -139,7 +126,12 @@ def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[IndexPr
 
 @app.command()
 def index(
-    path: Annotated[Path | None, typer.Argument(help="The vault folder (default: setting `vault`).")] = None,
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The vault folder (default: setting `vault`, else the vault this index already holds)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -149,8 +141,13 @@ def index(
     """
     from ..jobs import run, submit_reindex
 
-    with engine() as e, progress_bar("indexing", enabled=not quiet) as update:
-        job = run(e, submit_reindex(e, path), progress=update)
+    with engine() as e:
+        job_id = submit_reindex(e, path)  # names the vault first: no folder is guessed
+        with progress_bar("indexing", enabled=not quiet) as display:
+            display.phase("loading model")
+            _ = e.indexer  # the model loads here, named on the bar, not silently inside the job
+            display.phase("scanning")
+            job = run(e, job_id, progress=display)
     if job.status != "succeeded" or job.result is None:
         fail(f"indexing job {job.id} {job.status}: {job.error}")
     data = {**job.result, "job_id": job.id}
@@ -163,18 +160,23 @@ def index(
         f"in {data['seconds']:.1f} s (job {job.id})"
     )
     for f in data["failed"]:
-        out.print(f"[yellow]failed[/yellow] {f['path']}: {f['error']}")
+        out.print(styled(("failed", "yellow"), f" {f['path']}: {f['error']}"))
     for w in data["warnings"][:20]:
-        out.print(f"[dim]warning {w['path']}: {w['warning']}[/dim]")
+        out.print(styled((f"warning {w['path']}: {w['warning']}", "dim")))
     if len(data["warnings"]) > 20:
-        out.print(f"[dim]... and {len(data['warnings']) - 20} more warnings (see --json)[/dim]")
+        out.print(styled((f"... and {len(data['warnings']) - 20} more warnings (see --json)", "dim")))
 
 
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for; any text is safe.")],
-    k: Annotated[int, typer.Option("--k", "-k", help="How many results.")] = 10,
-    mode: ModeOpt = "hybrid",
+    k: Annotated[
+        int | None, typer.Option("--k", "-k", help="How many results, 1 to 100 (setting search.k).")
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option("--mode", "-m", help="hybrid, keyword or semantic (setting search.default_mode)."),
+    ] = None,
     folder: Annotated[str | None, typer.Option(help="Only notes under this folder.")] = None,
     tag: Annotated[str | None, typer.Option(help="Only notes with this tag (nested tags included).")] = None,
     kind: Annotated[str | None, typer.Option(help="Only this kind of source: note, pdf or web.")] = None,
@@ -184,6 +186,12 @@ def search(
 
     Example: obsidian-ai-agent search "recurring tasks every two weeks" --k 5
     """
+    from ..search import SearchError, check_request
+
+    try:  # the same rules /api/search applies
+        query, k, mode, kind = check_request(query, k, mode, kind)
+    except SearchError as ex:
+        fail(str(ex), 2)
     with engine() as e:
         results = e.search(query, k=k, mode=mode, folder=folder, tag=tag, kind=kind)
     if as_json:
@@ -195,22 +203,33 @@ def search(
         where = f"p. {r.page}" if r.page else f"lines {r.start_line}-{r.end_line}"
         heading = " > ".join(r.heading_path)
         out.print(
-            f"[bold]{i}. {r.title}[/bold]  {r.path}" + (f"  # {heading}" if heading else "") + f"  ({where})"
+            styled(
+                (f"{i}. {r.title}", "bold"),
+                f"  {r.path}" + (f"  # {heading}" if heading else "") + f"  ({where})",
+            )
         )
         out.print(f"   {r.snippet}")
-        out.print(f"   [dim]{r.link}  score {r.score:.4f} kw {r.keyword_rank} sem {r.semantic_rank}[/dim]")
+        out.print(
+            styled("   ", (f"{r.link}  score {r.score:.4f} kw {r.keyword_rank} sem {r.semantic_rank}", "dim"))
+        )
 
 
 @app.command()
 def related(
     path: Annotated[str, typer.Argument(help="A note's path relative to the vault.")],
-    k: Annotated[int, typer.Option("--k", "-k")] = 10,
+    k: Annotated[int, typer.Option("--k", "-k", help="How many notes, 1 to 100.")] = 10,
     as_json: JsonOpt = False,
 ) -> None:
     """Notes related to a note, by meaning and by links.
 
     Example: obsidian-ai-agent related "Getting Started/Dates.md"
     """
+    from ..search import SearchError, check_k
+
+    try:  # the same rule /api/related applies
+        check_k(k)
+    except SearchError as ex:
+        fail(str(ex), 2)
     with engine() as e:
         notes = e.related(path, k)
     if as_json:
@@ -248,6 +267,14 @@ def serve(
     index_first: Annotated[
         bool, typer.Option("--index/--no-index", help="Index the vault before serving.")
     ] = True,
+    allow_new_database: Annotated[
+        bool,
+        typer.Option(
+            "--allow-new-database",
+            help="Start even on an empty or damaged index.sqlite: move it aside and begin a new index "
+            "(setting allow_new_database).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API (and bring the configured vault's index up to date first).
 
@@ -265,6 +292,7 @@ def serve(
         "OAA_SERVER__WORKERS": workers,
         "OAA_SERVER__SSL_CERTFILE": ssl_certfile,
         "OAA_SERVER__SSL_KEYFILE": ssl_keyfile,
+        "OAA_ALLOW_NEW_DATABASE": "true" if allow_new_database else None,
     }
     for name, value in chosen.items():
         if value is not None:
@@ -277,6 +305,12 @@ def serve(
         with engine(s) as e, progress_bar("indexing") as update:
             report = e.index(s.vault, progress=update)
         err.print(f"indexed {report.indexed}, unchanged {report.unchanged}, failed {len(report.failed)}")
+    else:
+        with engine(s):  # a damaged index is one line here, not a traceback from every worker
+            pass
+    from ..observability import setup_logging
+
+    setup_logging(s)  # the supervisor's own lines (a worker that died) go to the same log
     scheme = "https" if s.server.ssl_certfile else "http"
     err.print(f"serving on {scheme}://{s.server.host}:{s.server.port} with {s.server.workers} worker(s)")
     uvicorn.run(
@@ -292,6 +326,8 @@ def serve(
         server_header=False,
         timeout_keep_alive=int(s.server.keep_alive),
         timeout_graceful_shutdown=10,
+        # Header-read timeout, connection cap, JSON 400s (server.header_timeout, server.max_connections).
+        http="obsidian_ai_agent.api.protocol:ServerProtocol",
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import JsonOpt, app, emit, engine, err, fail, out, settings
+from . import JsonOpt, app, emit, engine, err, fail, out, settings, styled
 
 cache_app = typer.Typer(help="The answer and search cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
@@ -60,7 +60,7 @@ def ask(
                         fail(event.message)
                     if streamed:
                         sys.stdout.write("\n")
-                    err.print(f"[yellow]warning:[/yellow] {event.message}")
+                    err.print(styled(("warning:", "yellow"), " ", event.message))
                     if not as_json:
                         sys.stdout.write("\n")
                 elif isinstance(event, AnswerEvent):
@@ -74,18 +74,18 @@ def ask(
         return
     sys.stdout.write("\n")
     if final.notice:
-        err.print(f"[yellow]{final.notice}[/yellow]")
+        err.print(styled((final.notice, "yellow")))
     if final.citations:
-        out.print("\n[bold]Sources[/bold]")
+        out.print(styled("\n", ("Sources", "bold")))
     for c in final.citations:
         where = f"p. {c.page}" if c.page else f"lines {c.start_line}-{c.end_line}"
         heading = " > ".join(c.heading_path)
         out.print(f"[{c.n}] {c.title}  {c.path}" + (f"  # {heading}" if heading else "") + f"  ({where})")
-        out.print(f"    [dim]{c.link}[/dim]")
+        out.print(styled("    ", (c.link, "dim")))
     for note in final.closest if final.declined else []:
-        out.print(f"  {note['title']}  {note['path']}  [dim]{note['link']}[/dim]")
+        out.print(styled(f"  {note['title']}  {note['path']}  ", (note["link"], "dim")))
     if conversation:
-        err.print(f"[dim]conversation {conversation}[/dim]")
+        err.print(styled((f"conversation {conversation}", "dim")))
 
 
 @cache_app.command("clear")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import JsonOpt, app, emit, engine, err, fail, out
+from . import JsonOpt, app, emit, engine, err, fail, out, styled
 
 jobs_app = typer.Typer(help="Indexing jobs: list, inspect, analyse, cancel, run.", no_args_is_help=True)
 quarantine_app = typer.Typer(
@@ -55,8 +55,11 @@ def jobs_list(
     for j in rows:
         dur = f"{j['duration_seconds']:.1f}s" if j["duration_seconds"] is not None else "-"
         out.print(
-            f"{j['id']:>5}  {j['kind']:<12} {j['lane']:<12} {j['status']:<10} {_progress(j):<18} "
-            f"{dur:>9}  {_when(j['created_at'])}" + (f"  [red]{j['error']}[/red]" if j["error"] else "")
+            styled(
+                f"{j['id']:>5}  {j['kind']:<12} {j['lane']:<12} {j['status']:<10} {_progress(j):<18} "
+                f"{dur:>9}  {_when(j['created_at'])}",
+                (f"  {j['error']}" if j["error"] else "", "red"),
+            )
         )
 
 
@@ -75,7 +78,9 @@ def jobs_show(job_id: Annotated[int, typer.Argument(help="The job's id.")], as_j
     if as_json:
         emit(data)
         return
-    out.print(f"[bold]job {data['id']}[/bold] {data['kind']} in lane {data['lane']}: {data['status']}")
+    out.print(
+        styled((f"job {data['id']}", "bold"), f" {data['kind']} in lane {data['lane']}: {data['status']}")
+    )
     out.print(
         f"progress {_progress(data)}, attempts {data['attempts']}, duration {data['duration_seconds']} s"
     )
@@ -112,9 +117,12 @@ def jobs_stats(
     out.print("queue: " + ", ".join(f"{k} {v}" for k, v in data["queue"].items()))
     for lane, s in data["lanes"].items():
         out.print(
-            f"[bold]{lane}[/bold]: {s.get('jobs', 0)} jobs, success rate {s.get('success_rate')}, "
-            f"duration p50 {s.get('duration_p50')} s p95 {s.get('duration_p95')} s, "
-            f"items/s p50 {s.get('items_per_s_p50')}"
+            styled(
+                (lane, "bold"),
+                f": {s.get('jobs', 0)} jobs, success rate {s.get('success_rate')}, "
+                f"duration p50 {s.get('duration_p50')} s p95 {s.get('duration_p95')} s, "
+                f"items/s p50 {s.get('items_per_s_p50')}",
+            )
         )
         for stage, t in s["stages"].items():
             out.print(

@@ -35,6 +35,7 @@ def keys_create(
             new = keys.create_key(e.store, name, scope)
         except ValueError as ex:
             fail(str(ex), 2)
+        rows = keys.list_keys(e.store)
     if as_json:
         emit(new.to_dict())
         return
@@ -42,6 +43,11 @@ def keys_create(
         f"created key {new.key.id} ({', '.join(new.key.scopes)}) for {new.key.name}; it is shown only once:"
     )
     out.print(new.secret)
+    if not any("admin" in r.scopes and r.active() for r in rows):
+        err.print(
+            "note: no admin key exists yet; the service writes one to <data dir>/admin.key when it starts, "
+            "or make one now with `obsidian-ai-agent keys create --name admin --scope admin`"
+        )
 
 
 @keys_app.command("list")
@@ -53,7 +59,7 @@ def keys_list(as_json: JsonOpt = False) -> None:
         emit({"keys": rows})
         return
     if not rows:
-        out.print("no keys (the service makes an admin key on first start)")
+        out.print("no keys (the service writes an admin key to <data dir>/admin.key when it starts)")
     for r in rows:
         state = "active" if r["active"] else ("revoked" if r["revoked_at"] else "expired")
         if r["active"] and r["expires_at"]:
