@@ -305,6 +305,22 @@ def test_an_uploaded_pdf_is_stored_in_the_vault_and_its_text_found_by_search(
     assert hits[0]["path"] == "_uploads/crazy ones.pdf" and hits[0]["page"] == 1
 
 
+def test_an_uploaded_pdf_that_cannot_be_indexed_fails_its_job_with_the_reason_and_is_removed(
+    api: Api, example: tuple[Engine, Path]
+) -> None:
+    _, vault = example
+    broken = PDFS / "encrypted" / "pdfminer_aes-256-r6.pdf"
+    with broken.open("rb") as f:
+        r = api.client.post(
+            "/api/index_pdf", files={"file": ("locked.pdf", f, "application/pdf")}, headers=api.writer
+        )
+    assert r.status_code == 202, r.text
+    job = api.wait(r.json()["job_id"])
+    assert job["status"] == "failed", job
+    assert "_uploads/locked.pdf" in job["error"] and "password" in job["error"].lower()
+    assert not (vault / "_uploads" / "locked.pdf").exists()
+
+
 def test_an_upload_goes_to_the_folder_it_names_and_a_bad_folder_is_refused(
     api: Api, example: tuple[Engine, Path]
 ) -> None:

@@ -61,13 +61,16 @@ class CacheBackend(ABC):
 
 
 class MemoryBackend(CacheBackend):
-    """An LRU in this process."""
+    """An LRU in this process, bounded in entries and in bytes (answers vary in size: a long extract is
+    tens of KB, so 2,000 entries alone do not bound a worker's memory)."""
 
     name = "memory"
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._items: OrderedDict[str, str] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
@@ -78,16 +81,24 @@ class MemoryBackend(CacheBackend):
             return value
 
     def set(self, key: str, value: str) -> None:
+        size = len(key) + len(value)
+        if size > self.max_bytes:
+            return  # larger than the whole cache: not kept
         with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= len(key) + len(old)
             self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
+            self._bytes += size
+            while len(self._items) > self.max_entries or self._bytes > self.max_bytes:
+                k, v = self._items.popitem(last=False)
+                self._bytes -= len(k) + len(v)
 
     def clear(self) -> int:
         with self._lock:
             n = len(self._items)
             self._items.clear()
+            self._bytes = 0
             return n
 
     def size(self) -> int:

@@ -20,8 +20,9 @@ from .. import jobs
 from ..engine import Engine
 from ..security.paths import PDF_SUFFIXES, PathRefused, vault_path
 from ..security.ssrf import UrlRefused, check_url
+from .bodies import RequestBody
 from .deps import EngineDep, SettingsDep, require, run_sync
-from .errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from .errors import ERROR_RESPONSES, ApiError, ErrorResponse, loads_json
 
 router = APIRouter(tags=["index"], responses=ERROR_RESPONSES)
 
@@ -97,7 +98,9 @@ def write_atomic(root: Path, target: Path, source: BinaryIO | bytes, mode: int =
         raise ApiError(400, "the folder resolves outside the vault (through a symlink)")
     if target.exists():
         mode = target.stat().st_mode & 0o777
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:100]}.", suffix=".tmp", dir=target.parent)
+    # Cut by bytes, not characters: 80 CJK characters are 240 bytes, and a name is at most 255 bytes.
+    stem = target.name.encode("utf-8")[:100].decode("utf-8", "ignore")
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(source, bytes):
@@ -117,7 +120,7 @@ def write_atomic(root: Path, target: Path, source: BinaryIO | bytes, mode: int =
 # -- reindex ------------------------------------------------------------------------------------------
 
 
-class ReindexRequest(BaseModel):
+class ReindexRequest(RequestBody):
     full: bool = Field(
         default=False,
         description="Re-read and hash every file instead of trusting unchanged size and modification time.",
@@ -162,7 +165,7 @@ async def api_reindex(engine: EngineDep, body: ReindexRequest | None = None) -> 
 # -- PDFs ---------------------------------------------------------------------------------------------
 
 
-class PdfPathRequest(BaseModel):
+class PdfPathRequest(RequestBody):
     path: str = Field(min_length=1, max_length=1024, description="A vault-relative PDF, e.g. 'Papers/x.pdf'.")
 
 
@@ -231,14 +234,13 @@ async def index_pdf(request: Request, engine: EngineDep, settings: SettingsDep) 
             request, engine, settings.server.max_upload_bytes, settings.server.upload_folder
         )
     if ctype == "application/json":
+        data = loads_json(await request.body(), '{"path": "Folder/file.pdf"}')
         try:
-            body = PdfPathRequest.model_validate(await request.json())
+            body = PdfPathRequest.model_validate(data)
         except ValidationError as e:
             raise RequestValidationError(
                 [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
             ) from None
-        except ValueError:
-            raise ApiError(400, 'the body is not valid JSON; send {"path": "Folder/file.pdf"}') from None
         return await _vault_pdf(engine, body.path)
     raise ApiError(
         415,
@@ -290,7 +292,7 @@ async def _upload_pdf(request: Request, engine: Engine, limit: int, default_fold
             write_atomic(root, target.path, file)
         except OSError as e:
             raise ApiError(500, f"could not store '{target.rel}': {e.strerror or e}") from None
-        job_id = jobs.submit(engine, "index_pdf", {"vault": str(root), "paths": [target.rel]})
+        job_id = jobs.submit(engine, "index_pdf", {"vault": str(root), "paths": [target.rel], "uploaded": True})
         return accepted(engine, job_id, path=target.rel)
 
     try:
@@ -321,7 +323,7 @@ async def _vault_pdf(engine: Engine, path: str) -> dict[str, Any]:
 # -- web pages ----------------------------------------------------------------------------------------
 
 
-class WebRequest(BaseModel):
+class WebRequest(RequestBody):
     url: str = Field(min_length=1, max_length=2048, description="An http:// or https:// page.")
 
 

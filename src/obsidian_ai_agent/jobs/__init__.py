@@ -35,6 +35,7 @@ __all__ = [
     "submit_delete",
     "submit_notes",
     "submit_reindex",
+    "waitable",
 ]
 
 
@@ -45,9 +46,11 @@ def submit(
     *,
     lane: str | None = None,
     dedupe_key: str | None = None,
+    nbytes: int | None = None,
 ) -> int:
-    """Queue a job in its kind's lane (or `lane`); an unfinished job with the same `dedupe_key` is reused."""
-    chosen = lane_for(engine.settings, kind, lane)
+    """Queue a job in its kind's lane (or `lane`); an unfinished job with the same `dedupe_key` is reused.
+    `nbytes`, the size of what it indexes, sends big notes to a lane with time for them."""
+    chosen = lane_for(engine.settings, kind, lane, nbytes=nbytes)
     job_id, _ = engine.jobs.submit(kind, chosen.name, payload, dedupe_key=dedupe_key)
     return job_id
 
@@ -66,7 +69,28 @@ def submit_notes(
 ) -> int:
     """Queue notes or PDFs of the vault to be (re)indexed, or removed if their files are gone."""
     root = engine.vault_root(vault)
-    return submit(engine, "upsert_note", {"vault": str(root), "paths": sorted(set(paths))}, lane=lane)
+    rels = sorted(set(paths))
+    nbytes = sum(_size(root / rel) for rel in rels)
+    return submit(engine, "upsert_note", {"vault": str(root), "paths": rels}, lane=lane, nbytes=nbytes)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def waitable(engine: Engine, job_id: int) -> bool:
+    """Whether a request may wait for this job: its lane's timeout fits the request's (else 202 at once)."""
+    job = engine.jobs.get(job_id)
+    if job is None:
+        return False
+    try:
+        lane = engine.settings.lane(job.lane)
+    except KeyError:
+        return False
+    return lane.timeout is not None and lane.timeout <= engine.settings.server.request_timeout
 
 
 def submit_delete(engine: Engine, paths: Iterable[str], lane: str | None = None) -> int:

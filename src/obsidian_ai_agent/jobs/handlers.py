@@ -35,7 +35,9 @@ def upsert_note(ctx: JobContext) -> dict[str, Any]:
     root = ctx.engine.vault_root(Path(p["vault"]))
     s = ctx.engine.settings
     total = IndexReport()
-    paths = list(p["paths"])
+    # Present files first: a renamed note is indexed as a move (keeping its vectors) before its old path,
+    # whose file is gone, would be removed.
+    paths = sorted(p["paths"], key=lambda rel: not (root / rel).is_file())
     done = 0
     for rel in paths:
         ctx.check()
@@ -57,6 +59,24 @@ def upsert_note(ctx: JobContext) -> dict[str, Any]:
     if ctx.engine.store.get_meta("vault_root") is None:
         ctx.engine.store.set_meta("vault_root", str(root))
     return _result(ctx, {**total.to_dict(), "paths": len(paths)})
+
+
+class SourcesFailed(Exception):
+    """Every file a job was asked to index failed: the job failed, whatever its other steps did."""
+
+
+def index_pdf(ctx: JobContext) -> dict[str, Any]:
+    """PDFs of the vault, as `upsert_note`; a PDF that cannot be indexed fails the job with its reason,
+    and an uploaded one (payload `uploaded`) is removed again rather than left in the upload folder."""
+    result = upsert_note(ctx)
+    failed = [f for f in result.get("failed") or [] if isinstance(f, dict)]
+    if not failed:
+        return result
+    if ctx.job.payload.get("uploaded"):
+        root = ctx.engine.vault_root(Path(ctx.job.payload["vault"]))
+        for f in failed:
+            (root / str(f.get("path", ""))).unlink(missing_ok=True)
+    raise SourcesFailed("; ".join(f"{f.get('path')}: {f.get('error')}" for f in failed))
 
 
 def delete_note(ctx: JobContext) -> dict[str, Any]:
@@ -124,7 +144,7 @@ HANDLERS: dict[str, Handler] = {
     "reindex": reindex,
     "upsert_note": upsert_note,
     "delete_note": delete_note,
-    "index_pdf": upsert_note,
+    "index_pdf": index_pdf,
     "index_web": index_web,
 }
 

@@ -10,9 +10,20 @@ from ..store.jobs import LaneLimit
 KINDS = ("reindex", "upsert_note", "delete_note", "index_pdf", "index_web")
 
 
-def lane_for(settings: Settings, kind: str, lane: str | None = None) -> LaneSettings:
-    """The lane a job runs in: the one asked for, else the route of its kind, else `bulk`."""
+def lane_for(
+    settings: Settings, kind: str, lane: str | None = None, *, nbytes: int | None = None
+) -> LaneSettings:
+    """The lane a job runs in: the one asked for, else the route of its kind, else `bulk`. Notes of more
+    than `jobs.big_note_bytes` (`nbytes`) take the reindex route instead of the small-note lane: they
+    cannot finish in its time."""
     name = lane or settings.jobs.routes.get(kind) or "bulk"
+    if (
+        kind == "upsert_note"
+        and name == settings.jobs.routes.get(kind)  # the small-note lane, asked for or by default (watch)
+        and nbytes is not None
+        and nbytes > settings.jobs.big_note_bytes
+    ):
+        name = settings.jobs.routes.get("reindex") or "bulk"
     try:
         return settings.lane(name)
     except KeyError:

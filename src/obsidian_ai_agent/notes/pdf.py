@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import logging
 import re
 import threading
+import time
 import warnings as pywarnings
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -19,6 +23,116 @@ MAX_WARNINGS = 5
 _SCAN_TEXT_CHARS = 16  # a page with an image and fewer letters/digits than this is a scan
 _FILE_NAME = re.compile(r"^\S+\.(?:pdf|txt|docx?|odt|rtf|tex|html?|pptx?|xlsx?|indd|ps|eps|dvi)$", re.I)
 _NO_TEXT = "no extractable text (scanned or image-only PDF; OCR it first)"
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PdfLimits:
+    """What one PDF may cost to read: decoded content per page and per file, and seconds per file.
+
+    pypdf caps each stream (75 MB) but keeps what it decoded, so a small file of many compressed pages
+    (70 MB of blanks each) took minutes of CPU and GBs of memory: these bounds refuse it early.
+    """
+
+    page_bytes: int = 16 * _MB
+    file_bytes: int = 128 * _MB
+    seconds: float = 60.0
+
+    @classmethod
+    def from_mb(cls, page_mb: float, file_mb: float, seconds: float) -> PdfLimits:
+        return cls(int(page_mb * _MB), int(file_mb * _MB), seconds)
+
+
+class _Bomb(Exception):
+    """Decoded content beyond a budget (the file is refused)."""
+
+
+def _mb(n: int) -> str:
+    return f"{n / _MB:.3g} MB"
+
+
+def _bomb_reason(what: str, limit: int, raw: bytes) -> str:
+    return (
+        f"{what} exceeds {_mb(limit)} (from a {_mb(len(raw))} file); the file looks like a compression bomb"
+        " and was not indexed (settings pdf_max_page_mb / pdf_max_decoded_mb)"
+    )
+
+
+def _pypdf_limits(limits: PdfLimits) -> contextlib.AbstractContextManager[Any]:
+    """pypdf's own per-stream output caps lowered to the page budget, so decoding stops early (pypdf >= 6)."""
+    import pypdf
+
+    apply = getattr(pypdf, "apply_configuration", None)
+    if apply is None:  # older pypdf: the decoded size is still checked below, after decoding
+        return contextlib.nullcontext()
+    cap = limits.page_bytes + 1
+    fields = (
+        "zlib_maximum_output_length",
+        "lzw_maximum_output_length",
+        "run_length_maximum_output_length",
+        "brotli_maximum_output_length",
+        "array_based_stream_maximum_output_length",
+    )
+    known = set(getattr(pypdf.get_configuration(), "__dataclass_fields__", {}))
+    return apply(**{f: cap for f in fields if f in known})
+
+
+def _streams(obj: Any) -> list[Any]:
+    """The stream objects of a page's /Contents (one stream or an array of them)."""
+    try:
+        obj = obj.get_object()
+    except Exception:
+        return []
+    if isinstance(obj, list):
+        out = []
+        for x in obj:
+            try:
+                out.append(x.get_object())
+            except Exception:
+                continue
+        return out
+    return [obj]
+
+
+def _content_bytes(page: Any, limit: int) -> int:
+    """Decoded size of a page's content streams; raises `_Bomb` past `limit` (decoding stops there)."""
+    from pypdf.errors import LimitReachedError
+
+    try:
+        contents = page.get("/Contents")
+    except Exception:
+        return 0
+    if contents is None:
+        return 0
+    total = 0
+    for stream in _streams(contents):
+        get_data = getattr(stream, "get_data", None)
+        if get_data is None:
+            continue
+        try:
+            total += len(get_data())
+        except LimitReachedError as e:
+            raise _Bomb from e
+        except Exception:
+            continue  # a broken stream is extract_text's to report
+        if total > limit:
+            raise _Bomb
+    return total
+
+
+def _forget_decoded(page: Any) -> None:
+    """Drop pypdf's cached decoded copies of a page's streams: the reader keeps every object it read."""
+    try:
+        streams = _streams(page.get("/Contents")) if page.get("/Contents") is not None else []
+        xobjects = page["/Resources"].get_object().get("/XObject")
+        if xobjects is not None:
+            xobjects = xobjects.get_object()
+            streams += [xobjects[k].get_object() for k in xobjects]
+    except Exception:
+        pass
+    for stream in streams:
+        if getattr(stream, "decoded_self", None) is not None:
+            stream.decoded_self = None
 
 
 class _Collect(logging.Handler):
@@ -151,8 +265,13 @@ def parse_pdf(
     password: str | None = None,
     *,
     max_pages: int = MAX_PAGES,
+    limits: PdfLimits | None = None,
 ) -> ParsedSource:
-    """Parse a PDF into page chunks, or raise `SourceError` with a one-line reason."""
+    """Parse a PDF into page chunks, or raise `SourceError` with a one-line reason.
+
+    `limits` bound what the file may cost (decoded bytes per page and per file, seconds); past a byte
+    budget the file is refused as a compression bomb, past the time budget the pages read are kept."""
+    limits = limits or PdfLimits()
     if not raw:
         raise SourceError("empty file")
     if b"%PDF-" not in raw[:1024]:
@@ -164,7 +283,10 @@ def parse_pdf(
     pages: list[tuple[int, str]] = []
     has_text = False
     rebuilt = False
-    with _Quiet() as log, pywarnings.catch_warnings(record=True) as caught:
+    reader: Any = None
+    page: Any = None
+    deadline = time.monotonic() + limits.seconds
+    with _Quiet() as log, pywarnings.catch_warnings(record=True) as caught, _pypdf_limits(limits):
         pywarnings.simplefilter("always")
         try:
             reader, rebuilt = _open(raw, password)
@@ -173,19 +295,47 @@ def parse_pdf(
             if total > max_pages:
                 warnings.append(f"only the first {max_pages} of {total} pages were indexed")
             chars = 0
+            decoded = 0
             for i in range(min(total, max_pages)):
+                if time.monotonic() > deadline:
+                    if not has_text:
+                        raise SourceError(
+                            f"reading took longer than {limits.seconds:g} s (stopped at page {i + 1} of "
+                            f"{total}) and no text was found so far (setting pdf_timeout)"
+                        )
+                    warnings.append(
+                        f"reading stopped after {limits.seconds:g} s: only the first {i} of {total} pages "
+                        "were indexed (setting pdf_timeout)"
+                    )
+                    break
+                page = reader.pages[i]
                 try:
-                    text = reader.pages[i].extract_text() or ""
+                    decoded += _content_bytes(page, limits.page_bytes)
+                except _Bomb:
+                    what = f"page {i + 1}'s decoded content"
+                    raise SourceError(_bomb_reason(what, limits.page_bytes, raw)) from None
+                if decoded > limits.file_bytes:
+                    raise SourceError(
+                        _bomb_reason(f"decoded content (pages 1-{i + 1})", limits.file_bytes, raw)
+                    )
+                try:
+                    text = page.extract_text() or ""
                 except RecursionError:
                     warnings.append(f"page {i + 1}: nested too deeply; skipped")
                     continue
                 except Exception as e:
+                    if type(e).__name__ == "LimitReachedError":  # a form XObject past the page budget
+                        raise SourceError(
+                            _bomb_reason(f"page {i + 1}'s decoded content", limits.page_bytes, raw)
+                        ) from e
                     warnings.append(f"page {i + 1}: {_short(e)}; skipped")
                     continue
+                finally:
+                    _forget_decoded(page)
                 text = text.replace("\x00", "")
                 pages.append((i + 1, text))
                 alnum = sum(ch.isalnum() for ch in text)
-                if alnum >= _SCAN_TEXT_CHARS or (alnum and not _has_image(reader.pages[i])):
+                if alnum >= _SCAN_TEXT_CHARS or (alnum and not _has_image(page)):
                     has_text = True
                 chars += len(text)
                 if chars > MAX_CHARS:
@@ -198,7 +348,13 @@ def parse_pdf(
         except MemoryError as e:
             raise SourceError("damaged PDF: too large to read") from e
         except Exception as e:
+            if type(e).__name__ == "LimitReachedError":
+                raise SourceError(_bomb_reason("a decoded stream", limits.page_bytes, raw)) from e
             raise SourceError(f"damaged PDF: {_short(e)}") from e
+        finally:
+            # The reader holds every object it decoded: let it go now, not when the batch ends.
+            reader = page = None
+            gc.collect()
     if rebuilt:
         warnings.insert(0, "no cross-reference table; rebuilt by scanning the file")
     noise = ("incorrect startxref", "parsing for object streams", "invalid parent xref")
