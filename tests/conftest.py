@@ -97,3 +97,15 @@ def example(tmp_path: Path, _example_index: tuple[Path, Path], embedder):  # typ
     engine.store.set_meta("vault_root", str(vault.resolve()))
     yield engine, vault
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def demo_index(tmp_path_factory: pytest.TempPathFactory, embedder) -> Iterator[Path]:  # type: ignore[no-untyped-def]
+    """Tasks-Demo_vault indexed once for the session: (the data dir). Tests that change it copy it first."""
+    from obsidian_ai_agent.config import load_settings
+    from obsidian_ai_agent.engine import Engine
+
+    data = tmp_path_factory.mktemp("demo-index")
+    with Engine(load_settings(data_dir=data), embedder=embedder) as engine:
+        engine.index(DEMO_VAULT)
+    yield data

@@ -22,7 +22,6 @@ from obsidian_ai_agent.answer import (
     RetrievalEvent,
     TokenEvent,
     parse_citations,
-    sentence_units,
 )
 from obsidian_ai_agent.config import LLMSettings, load_settings
 from obsidian_ai_agent.engine import Engine
@@ -68,11 +67,6 @@ def test_a_cited_source_that_was_not_given_is_dropped() -> None:
     assert [c.n for c in cited] == [2, 1]
     assert "[7]" not in text and "9" not in text
     assert text == "Due dates use 📅 [2]. Priorities exist. Both [1][2]."
-
-
-def test_sentences_list_items_and_code_lines_are_units_and_headings_are_not() -> None:
-    text = "## Due\n\nA task is due. It has a date!\n\n- item one\n\n```\nnot done\n```\n| a | b |\n|---|---|"
-    assert sentence_units(text) == ["A task is due.", "It has a date!", "item one", "not done", "| a | b |"]
 
 
 def test_an_extractive_answer_quotes_and_cites_the_note_that_holds_it(docs: Engine) -> None:

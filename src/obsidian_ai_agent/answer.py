@@ -4,22 +4,9 @@ Three ways to answer, chosen by `llm.provider`: an OpenAI-compatible server, a G
 or (the default, and the fallback when a model fails) an extract of the most relevant sentences. Every
 way cites numbered sources that carry the note's path, heading path, lines or page and obsidian:// link.
 
-The relevance gate declines, without calling any model, when the notes do not hold the answer. Its
-evidence: `similarity`, the cosine between the question and its best retrieved chunk (all-MiniLM-L6-v2),
-and `unknown_words`, the question's words (3+ letters, stop-words dropped) that occur nowhere in the
-index (FTS5, porter stems). Measured on shared/eval/vault_questions_dev.jsonl over the docs vault:
-
-- similarity of the 22 answerable questions: 0.42-0.83; of the 3 negative ones: 0.47, 0.50, 0.60.
-  Similarity alone cannot separate them (the lowest answerable one is below every negative one).
-- unknown words: answerable q006 `unfinished` (0.58), q009 `upgrading` (0.69), q011 `ticked` (0.52);
-  negative q023 `Todoist` (0.60), q024 `paid` (0.47), q025 `teammate` (0.50). The others have none.
-
-Rule: decline when (a) the best similarity is below `llm.min_similarity` (0.40, under the lowest
-answerable question: a floor for questions on other subjects altogether), or (b) the question has
-unknown words and its similarity is below `llm.min_similarity_unknown_words` (0.51, between 0.50 and
-0.52), or (c) an unknown word is a name (capitalised inside the sentence, like `Todoist`): the question is
-about something the notes never mention. On the dev set this declines 3/3 negatives and 0/22 answerable
-questions, but the margins are thin (0.01-0.02) and three negatives are few: expect misses on new data.
+The relevance gate (relevance.py) declines, without calling any model, when the notes do not hold the
+answer. An extract is built by extract.py. A generated answer is checked sentence by sentence against the
+sources it cites (grounding.py).
 """
 
 from __future__ import annotations
@@ -27,18 +14,23 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from .cache import Cache, cache_key
-from .config import LLMSettings
+from .config import AnswerSettings, LLMSettings
+from .extract import Unit, UnitVectors, render, select, units_of, with_next
+from .grounding import Repetition, Sentence, bounded, check, mark
 from .llm import LLM, LLMError, Message, get_llm
-from .search import Searcher, SearchResult, fts_match, query_terms
+from .relevance import Relevance, unknown_words
+from .search import Searcher, SearchResult, obsidian_link, query_terms
 from .store import conversations as convo
 
 PROMPT_VERSION = "1"
+EXTRACT_VERSION = "2"
+"""Bumped when extracts are built differently, so cached answers of the old kind are not served."""
 
 SYSTEM_PROMPT = (
     "You answer questions about the user's notes using ONLY the numbered sources given. "
@@ -52,8 +44,6 @@ REWRITE_PROMPT = (
 )
 EXTRACT_HEADER = "Extract from your notes (no language model was used):"
 _CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`*\"'(\[])")
-_LIST = re.compile(r"^(?:[-*+>]\s+|\d+[.)]\s+)+")
 _DECLINE = re.compile(
     r"\b(do(?:es)? not|don't|doesn't) (?:cover|contain|mention|say)|not (?:in|covered by) (?:the|your) notes",
     re.I,
@@ -112,6 +102,8 @@ class Answer:
     evidence: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    sentences: list[dict[str, Any]] = field(default_factory=list)
+    """For a generated answer: each sentence, the sources it cites, and whether they support it."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,83 +179,6 @@ def parse_citations(text: str, sources: list[Citation]) -> tuple[str, list[Citat
     return re.sub(r"[ \t]{2,}", " ", cleaned).strip(), list(cited.values())
 
 
-def sentence_units(text: str) -> list[str]:
-    """The sentences, list items, table rows and code lines of a chunk, headings left out. A sentence
-    that introduces a list or an example ("...these characters:") keeps the lines it introduces."""
-    units: list[str] = []
-    para: list[str] = []
-    in_code = False
-    open_intro = False  # the last unit ends with ":" and takes the following item lines
-
-    def flush() -> None:
-        nonlocal open_intro
-        if para:
-            units.extend(s.strip() for s in _SENTENCE.split(" ".join(para)) if s.strip())
-            para.clear()
-            open_intro = units[-1].endswith(":")
-
-    def item(line: str) -> None:
-        if open_intro and len(units[-1]) < 300:
-            units[-1] = f"{units[-1]} {line}"
-        else:
-            units.append(line)
-
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith(("```", "~~~")):
-            flush()
-            in_code = not in_code
-            continue
-        if in_code:
-            if line:
-                item(line)
-            continue
-        if not line or line.startswith("#") or re.fullmatch(r"[|:\-\s]+", line) or line.startswith("---"):
-            flush()
-            continue
-        if line.startswith("|") or _LIST.match(line):
-            flush()
-            item(_LIST.sub("", line).strip())
-            continue
-        para.append(line)
-    flush()
-    return [u[:400] for u in units if len(re.findall(r"\w", u)) >= 2 or re.search(r"[^\w\s]{1,3}", u)]
-
-
-def term_overlap(terms: list[str], text: str) -> float:
-    """Share of the query's terms found in a text (a term's first 5 letters stand in for its stem)."""
-    if not terms:
-        return 0.0
-    low = text.lower()
-    return sum(1 for t in terms if (t[:5] if len(t) > 5 else t) in low) / len(terms)
-
-
-@dataclass
-class Relevance:
-    """Whether the notes hold an answer: the decline rule (see the module docstring) and its evidence."""
-
-    similarity: float
-    coverage: float
-    unknown_words: list[str]
-    names: list[str]
-    covered: bool
-
-    @classmethod
-    def judge(
-        cls, question: str, similarity: float, coverage: float, unknown: list[str], settings: LLMSettings
-    ) -> Relevance:
-        # A capitalised word that does not start a sentence is a name: the question is about that thing.
-        starts = {m.end() for m in re.finditer(r"(^|[.!?]\s+)", question)}
-        names = [
-            m.group(0).lower()
-            for m in re.finditer(r"\b[A-Z][\w-]+", question)
-            if m.start() not in starts and m.group(0).lower() in unknown
-        ]
-        floor = settings.min_similarity_unknown_words if unknown else settings.min_similarity
-        covered = similarity >= max(floor, settings.min_similarity) and not names
-        return cls(round(similarity, 4), round(coverage, 4), unknown, names, covered)
-
-
 # -- the answerer ---------------------------------------------------------------------------------
 
 
@@ -271,14 +186,22 @@ class Answerer:
     """Answers questions over one searcher; safe to share between threads."""
 
     def __init__(
-        self, searcher: Searcher, settings: LLMSettings, *, llm: LLM | None = None, cache: Cache | None = None
+        self,
+        searcher: Searcher,
+        settings: LLMSettings,
+        *,
+        llm: LLM | None = None,
+        cache: Cache | None = None,
+        answer: AnswerSettings | None = None,
     ) -> None:
+        self.answer_settings = answer or AnswerSettings()
         self.searcher = searcher
         self.store = searcher.store
         self.settings = settings
         self.cache = cache
         self._llm = llm
         self._llm_error: LLMError | None = None
+        self.unit_vectors = UnitVectors(searcher.embedder.embed)
 
     @property
     def llm(self) -> LLM | None:
@@ -330,11 +253,13 @@ class Answerer:
         query = self._standalone(question, history)
         filters = {"folder": folder, "tag": tag, "kind": kind}
         generation = self.store.generation
+        mode = mode or self.searcher.settings.default_mode
         key = cache_key(
-            "answer", query, generation, filters=filters, mode=mode, provider=self.settings.provider,
-            model=self.settings.model, base_url=self.settings.base_url, prompt=PROMPT_VERSION,
-            k=self.settings.sources,
-            gate=[self.settings.min_similarity, self.settings.min_similarity_unknown_words],
+            "answer", query, generation, filters=filters, mode=mode, prompt=PROMPT_VERSION,
+            extract=EXTRACT_VERSION, vault=self.searcher.vault_name,
+            search=self.searcher.settings.model_dump(mode="json"),
+            llm=self.settings.model_dump(mode="json", exclude={"api_key", "history_turns", "timeout"}),
+            answer=self.answer_settings.model_dump(mode="json"),
             history=[t.content for t in history[-4:]] if self.settings.provider != "extractive" else None,
         )  # fmt: skip
         hit = self.cache.get(key) if self.cache else None
@@ -349,7 +274,7 @@ class Answerer:
             return
 
         results = self._retrieve(query, generation, mode, filters)
-        sources = [Citation.of(i, r) for i, r in enumerate(results[: self.settings.sources], 1)]
+        sources = [Citation.of(i, r) for i, r in enumerate(diverse(results, self.settings.sources), 1)]
         qvec = self.searcher.queries.get(query)
         relevance = self._relevance(query, qvec, results)
         t_retrieved = _ms(t0)
@@ -375,6 +300,20 @@ class Answerer:
                             yield ev
             except LLMError as e:
                 err = e
+        if answer is not None and answer.mode == "llm" and not answer.declined and not _grounded(answer):
+            # A generated answer that no cited source supports is not passed off as grounded.
+            why = (
+                "it cites no source" if not answer.citations
+                else "no sentence of it is supported by the notes it cites"
+            )  # fmt: skip
+            yield ErrorEvent(f"the model's answer was not used: {why}", "ungrounded", recovered=True)
+            extract = self._extract(base, query, qvec, sources)
+            extract.notice = (
+                f"The language model's answer was not used because {why}; this is an extract instead."
+            )
+            extract.sentences = answer.sentences
+            answer = extract
+            yield TokenEvent(answer.text)
         if answer is None:
             if err is not None:
                 if self.settings.on_error == "fail":
@@ -400,8 +339,11 @@ class Answerer:
     def _retrieve(
         self, query: str, generation: int, mode: str | None, filters: dict[str, Any]
     ) -> list[SearchResult]:
-        k = max(self.settings.sources, 8)
-        key = cache_key("search", query, generation, filters=filters, mode=mode, k=k)
+        k = max(self.settings.sources * 2, 12)
+        key = cache_key(
+            "search", query, generation, filters=filters, mode=mode, k=k, vault=self.searcher.vault_name,
+            search=self.searcher.settings.model_dump(mode="json"),
+        )  # fmt: skip
         hit = self.cache.get(key) if self.cache else None
         if hit is not None:
             return [SearchResult(**r) for r in hit["results"]]
@@ -410,23 +352,13 @@ class Answerer:
             self.cache.set(key, {"results": [r.to_dict() for r in results]})
         return results
 
-    def _chunk_vectors(self, chunk_ids: list[int]) -> dict[int, np.ndarray]:
-        vm = self.searcher.vectors
-        vm.refresh()
-        idx = np.nonzero(np.isin(vm.ids, np.asarray(chunk_ids, dtype=np.int64)))[0]
-        return {int(vm.ids[i]): vm.matrix[i] for i in idx}
-
     def _relevance(self, query: str, qvec: np.ndarray, results: list[SearchResult]) -> Relevance:
-        if not results:
-            return Relevance.judge(query, -1.0, 0.0, [], self.settings)
-        vecs = self._chunk_vectors([r.chunk_id for r in results])
-        sims = [float(v @ qvec) for v in vecs.values()]
-        best = max(sims) if sims else -1.0
-        terms = [t for t in query_terms(query) if len(t) > 2 and not t.isdigit()]
-        rows = self.store.chunks([r.chunk_id for r in results])
-        text = " ".join(f"{r.title} {' '.join(r.heading_path)} {r.text}" for r in rows.values())
-        unknown = [t for t in terms if not self.store.keyword_search(fts_match([t]), [1.0] * 5, 1)]
-        return Relevance.judge(query, best, term_overlap(terms, text), unknown, self.settings)
+        # The nearest chunk in the whole index, not only among the fused results: a decision that does
+        # not move when unrelated notes rise or fall in the ranking.
+        nearest = self.searcher.vectors.search(qvec, 1)
+        best = nearest[0][1] if nearest else -1.0
+        unknown = unknown_words(query, self.store.has_match)
+        return Relevance.judge(query, best, unknown, self.settings)
 
     def _standalone(self, question: str, history: list[convo.Turn]) -> str:
         previous = [t for t in history if t.role == "user"]
@@ -474,39 +406,42 @@ class Answerer:
         )
 
     def _extract(self, base: dict[str, Any], query: str, qvec: np.ndarray, sources: list[Citation]) -> Answer:
-        rows = self.store.chunks([s.chunk_id for s in sources])
-        units: list[tuple[str, Citation]] = []
+        ids = [s.chunk_id for s in sources]
+        following = self.store.next_chunks(ids)
+        rows = self.store.chunks([*ids, *following.values()])
+        candidates: list[tuple[int, Unit]] = []
         for s in sources:
             row = rows.get(s.chunk_id)
-            if row is not None:
-                units += [(u, s) for u in sentence_units(row.text)[:60]]
-        if not units:
-            return Answer(text=EXTRACT_HEADER, mode="extractive", citations=[], sources=sources, **base)
-        terms = query_terms(query)
-        vecs = self.searcher.embedder.embed([u for u, _ in units])
-        sims = vecs @ qvec
-        scored = []
-        for (u, s), sim in zip(units, sims, strict=True):
-            # Meaning, the question's words, and a little of the retrieval order.
-            score = float(sim) + 0.4 * term_overlap(terms, u) + 0.05 / s.n
-            scored.append((score, u, s))
-        scored.sort(key=lambda x: -x[0])
-        picked: list[tuple[str, Citation]] = []
-        per_source: dict[int, int] = {}
-        for _, u, s in scored:
-            # Chunks overlap: a sentence already quoted (or quoted in part) is not quoted again.
-            if per_source.get(s.n, 0) >= 3 or any(u in p or p in u for p, _ in picked):
+            if row is None:
                 continue
-            picked.append((u, s))
-            per_source[s.n] = per_source.get(s.n, 0) + 1
-            if len(picked) == 6:
-                break
-        lines = [EXTRACT_HEADER, ""]
-        for u, s in picked:
-            where = " › ".join([s.title, *s.heading_path[-1:]])
-            lines.append(f"- {u} [{s.n}] ({where})")
-        text, cited = parse_citations("\n".join(lines), sources)
-        return Answer(text=text, mode="extractive", citations=cited, sources=sources, **base)
+            text, extra_from = row.text, None
+            nxt = rows.get(following.get(s.chunk_id, -1))
+            if nxt is not None:
+                text, extra_from = with_next(row.text, row.end_line, nxt.text, nxt.start_line)
+            units = units_of(text, row.heading_path, row.start_line, extra_from)
+            candidates += [(s.n, u) for u in units[:120]]
+        picked = select(base["question"], qvec, candidates, self.unit_vectors)
+        if not picked.groups:
+            return Answer(text=EXTRACT_HEADER, mode="extractive", citations=[], sources=sources, **base)
+        by_n = {s.n: s for s in sources}
+        body = render(picked.groups, {s.n: s.title for s in sources})
+        text, _ = parse_citations(f"{EXTRACT_HEADER}\n\n{body}", sources)
+        citations = []
+        for n, heading, units in picked.groups:
+            c = by_n[n]
+            lines = [u.line for u in units if u.line is not None]
+            # The citation names the most specific heading over the quoted text, and links there.
+            citations.append(
+                replace(
+                    c, heading_path=list(heading),
+                    start_line=min(lines) if lines else c.start_line,
+                    end_line=max(lines) if lines else c.end_line,
+                    link=obsidian_link(self.searcher.vault_name, c.path, list(heading), page=c.page),
+                )
+            )  # fmt: skip
+        answer = Answer(text=text, mode="extractive", citations=citations, sources=sources, **base)
+        answer.evidence["sentence_similarity"] = round(picked.similarity, 4)
+        return answer
 
     def _prompt(
         self, llm: LLM, question: str, sources: list[Citation], history: list[convo.Turn]
@@ -552,19 +487,37 @@ class Answerer:
         messages = self._prompt(llm, question, sources, history)
         parts: list[str] = []
         first: float | None = None
-        for delta in llm.stream(messages, max_tokens=self.settings.max_tokens):
+        guard = Repetition()
+        deadline = time.monotonic() + self.answer_settings.max_seconds - (time.perf_counter() - t0)
+        stream = llm.stream(messages, max_tokens=self.settings.max_tokens)
+        for delta in bounded(stream, deadline, guard):
             if first is None:
                 first = _ms(t0)
             parts.append(delta)
             yield TokenEvent(delta)
         text, cited = parse_citations("".join(parts), sources)
+        checked = self._ground(text, sources)
         answer = Answer(
-            text=text, mode="llm", citations=cited, sources=sources, declined=bool(_DECLINE.search(text)),
+            text=mark(checked) if checked else text, mode="llm", citations=cited, sources=sources,
+            declined=bool(_DECLINE.search(text)), sentences=[c.to_dict() for c in checked],
             **{**base, "provider": llm.provider, "model": llm.model},
         )  # fmt: skip
+        if guard.stopped:
+            answer.notice = f"The model's answer was cut short because {guard.stopped}."
         if first is not None:
             answer.timings["first_token_ms"] = first
         yield AnswerEvent(answer)
+
+    def _ground(self, text: str, sources: list[Citation]) -> list[Sentence]:
+        rows = self.store.chunks([s.chunk_id for s in sources])
+        units = {
+            s.n: [u.embed_text for u in units_of(r.text, r.heading_path, r.start_line)]
+            for s in sources
+            if (r := rows.get(s.chunk_id)) is not None
+        }
+        return check(
+            text, units, self.unit_vectors, min_similarity=self.answer_settings.min_supported_similarity
+        )
 
     def _remember(self, conversation_id: str | None, question: str, answer: Answer) -> None:
         if not conversation_id:
@@ -574,6 +527,25 @@ class Answerer:
             convo.Turn("assistant", answer.text, None, [c.to_dict() for c in answer.citations]),
         ]
         convo.add_turns(self.store, conversation_id, turns, keep=max(2, self.settings.history_turns))
+
+
+def diverse(results: list[SearchResult], n: int, per_note: int = 3) -> list[SearchResult]:
+    """The first n results with at most `per_note` chunks of one note, so a question that spans notes
+    gets each of them (results of a long note otherwise fill every place)."""
+    kept: list[SearchResult] = []
+    count: dict[str, int] = {}
+    for r in results:
+        if count.get(r.path, 0) < per_note:
+            kept.append(r)
+            count[r.path] = count.get(r.path, 0) + 1
+        if len(kept) == n:
+            break
+    return kept
+
+
+def _grounded(answer: Answer) -> bool:
+    """Whether some sentence that cites a source is supported by it."""
+    return any(s["supported"] and s["citations"] for s in answer.sentences)
 
 
 def _ms(t0: float) -> float:

@@ -62,7 +62,8 @@ class EmbeddingSettings(_Section):
 
 class SearchSettings(_Section):
     default_mode: Literal["hybrid", "keyword", "semantic"] = "hybrid"
-    k: int = Field(default=10, ge=1, le=1000)
+    k: int = Field(default=10, ge=1, le=100)
+    """Results per search when the caller names no `k` (at most `search.K_MAX`, what the front doors take)."""
     rrf_k: int = Field(default=60, ge=1)
     """Reciprocal-rank-fusion constant: score = sum(weight / (rrf_k + rank))."""
     keyword_weight: float = Field(default=1.0, ge=0)
@@ -106,10 +107,11 @@ class LaneSettings(_Section):
 DEFAULT_LANES: list[dict[str, Any]] = [
     {"name": "interactive", "priority": 100, "concurrency": 1, "timeout": 120.0, "max_retries": 3},
     {"name": "web", "priority": 50, "concurrency": 2, "timeout": 120.0, "max_retries": 2},
-    {"name": "bulk", "priority": 10, "concurrency": 1, "timeout": None, "max_retries": 5},
+    {"name": "bulk", "priority": 10, "concurrency": 1, "timeout": 6 * 3600.0, "max_retries": 5},
 ]
-"""Defaults: `interactive` for single notes, `web` for fetches, `bulk` for reindexes. A `lanes:` entry
-with one of these names changes only the fields it sets; other names add lanes."""
+"""Defaults: `interactive` for single notes, `web` for fetches, `bulk` for reindexes and PDFs (6 h: a
+reindex embeds ~100k chunks an hour here; a job that never ends must not hold the lane). A `lanes:`
+entry with one of these names changes only the fields it sets; other names add lanes."""
 
 DEFAULT_ROUTES: dict[str, str] = {
     "reindex": "bulk",
@@ -129,6 +131,10 @@ class JobSettings(_Section):
     poll: float = Field(default=0.5, gt=0)
     """Seconds an idle runner waits before looking for queued jobs again."""
     tune_batch_size: bool = True
+    big_note_bytes: int = Field(default=256 * 1024, ge=1024)
+    """Notes (or PDFs) pushed together larger than this go to the `reindex` kind's lane (`bulk`, longer
+    timeout) instead of `upsert_note`'s: a 1 MB note took ~2,300 chunks and minutes here, past the
+    interactive lane's 120 s, and would hold up every small note behind it."""
     """Try a few embedding batch sizes on first use and remember the fastest (local model only)."""
 
 
@@ -169,8 +175,32 @@ class LLMSettings(_Section):
     not to cover the question, and no model is called (calibration: answer.py's docstring)."""
     min_similarity_unknown_words: float = Field(default=0.51, ge=-1, le=1)
     """The similarity needed when some of the question's words appear nowhere in the notes."""
+    repeat_penalty: float = Field(default=1.15, ge=0, le=3)
+    """Penalty on repeated tokens (`llamacpp`; sent as `frequency_penalty` - 1 to `openai` servers)."""
+    chat_format: str = ""
+    """For `llamacpp`: the chat format of the model (a llama-cpp-python name such as `chatml` or `gemma`);
+    empty: the template the GGUF file carries, or the one its architecture is known to use."""
     history_turns: int = Field(default=20, ge=0, le=1000)
     """Most conversation turns kept per conversation (older ones are pruned)."""
+    allowed_providers: list[Literal["extractive", "openai", "llamacpp"]] | None = None
+    """Providers an HTTP request may pick with `"provider"` (a local model holds the CPUs for as long as
+    it writes); default: `provider` and `extractive`. Any other choice is refused with 403."""
+
+    def request_providers(self) -> list[str]:
+        """The providers a request may choose, in a stable order."""
+        chosen = (
+            self.allowed_providers if self.allowed_providers is not None else [self.provider, "extractive"]
+        )
+        return list(dict.fromkeys(chosen))
+
+
+class AnswerSettings(_Section):
+    """Bounds and checks around a generated answer."""
+
+    max_seconds: float = Field(default=20.0, gt=0, le=3600)
+    """A whole answer, generation included, takes at most this long; a longer generation is cut off."""
+    min_supported_similarity: float = Field(default=0.5, ge=-1, le=1)
+    """A generated sentence is supported when some unit of a source it cites is at least this close."""
 
 
 class CacheSettings(_Section):
@@ -211,6 +241,10 @@ class RateLimitSettings(_Section):
     """Anonymous IPv6 callers are counted per network of this prefix length (one host often holds a /64)."""
     redis_timeout: float = Field(default=0.5, gt=0, le=30)
     """Seconds to wait for Redis (connect, and each command) before counting in this worker instead."""
+    storage: Literal["auto", "memory", "sqlite"] = "auto"
+    """Where counts are kept without `redis_url`: `sqlite`, a table in the index database shared by every
+    worker of this host; `memory`, each worker alone (a limit of N then allows N per worker); `auto`,
+    `sqlite` when `server.workers` is above 1, else `memory`. With `redis_url`, Redis is used."""
 
     @field_validator("groups", mode="before")
     @classmethod
@@ -274,6 +308,13 @@ class ServerSettings(_Section):
     ssl_keyfile: Path | None = None
     keep_alive: float = Field(default=30.0, gt=0, le=3600)
     """Seconds an idle keep-alive connection is held open (clients that pool connections, and proxies)."""
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds a client has to send a request's headers (from connecting, or from the request's first byte
+    on a kept-alive connection); slower clients get 408 and are disconnected (slow-loris defence)."""
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a request body may stall (no byte arriving); then 408 and the connection is closed."""
+    max_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    """Open connections per worker; past it a new connection gets 503 and is closed at once."""
     debug: bool = False
     run_jobs: bool = True
     """Run a job runner in each worker (jobs are claimed exactly once across workers)."""
@@ -319,6 +360,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=default_data_dir)
     """Where the index (index.sqlite), config.yaml and keys live."""
+    allow_new_database: bool = False
+    """Start even when index.sqlite is empty (0 bytes) or damaged: it is moved aside to
+    `index.sqlite.damaged-<time>` and a new, empty index is made (off: such a file is refused, with a
+    message naming it; `serve --allow-new-database`)."""
     vault: Path | None = None
     """The vault that `serve` and `index` use when no path is given."""
     vault_name: str | None = None
@@ -326,6 +371,12 @@ class Settings(BaseSettings):
     include: list[str] = Field(default_factory=lambda: ["**/*.md", "**/*.markdown", "**/*.pdf"])
     exclude: list[str] = Field(default_factory=lambda: [".obsidian/**", ".trash/**", ".git/**"])
     pdf_max_pages: int = Field(default=2000, ge=1)
+    pdf_max_page_mb: float = Field(default=16.0, gt=0)
+    """Largest decoded content of one PDF page in MB; a page beyond it refuses the file (compression bomb)."""
+    pdf_max_decoded_mb: float = Field(default=128.0, gt=0)
+    """Largest decoded page content of one PDF file in MB, all pages together (compression bomb beyond)."""
+    pdf_timeout: float = Field(default=60.0, gt=0)
+    """Seconds text extraction may take per PDF file (checked between pages); the pages read are kept."""
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
@@ -334,6 +385,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

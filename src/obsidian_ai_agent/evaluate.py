@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -188,36 +189,56 @@ def eval_questions(
     return result
 
 
+def answer_words(text: str) -> int:
+    """Words of an answer before its source list, its header line left out."""
+    body = text.split("\n\nSources:", 1)[0]
+    lines = body.split("\n")
+    if lines and lines[0].endswith(":") and "no language model" in lines[0]:
+        lines = lines[1:]
+    return len(re.findall(r"\w+", "\n".join(lines)))
+
+
 def _eval_answers(
     engine: Engine, rows: list[dict[str, Any]], mode: str, per_kind: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     from .answer import Answerer
 
     # No cache: every question is answered for real, so the timings are those of a first ask.
-    answerer = Answerer(engine.searcher, engine.settings.llm)
+    answerer = Answerer(engine.searcher, engine.settings.llm, answer=engine.settings.answer)
     ok: dict[str, list[float]] = defaultdict(list)
     first: list[float] = []
     total: list[float] = []
-    wrong = []
+    listed = []
     for q in rows:
         kind = str(q.get("kind", "unknown"))
         answer = answerer.ask(str(q["question"]), mode=mode)
         first.append(answer.timings.get("first_token_ms", 0.0))
         total.append(answer.timings.get("total_ms", 0.0))
         relevant = set(q["relevant"])
+        text = answer.text.lower()
+        missing = [str(w) for w in q.get("answer_keywords", []) if str(w).lower() not in text]
+        cites = any(c.path in relevant for c in answer.citations)
         if relevant:
-            text = answer.text.lower()
-            has_all = all(str(w).lower() in text for w in q.get("answer_keywords", []))
-            cites = any(c.path in relevant for c in answer.citations)
-            good = has_all and cites and not answer.declined
+            good = not missing and cites and not answer.declined
+            why = (
+                "declined" if answer.declined
+                else "; ".join(filter(None, [
+                    f"missing keywords: {', '.join(missing)}" if missing else "",
+                    "cites no relevant note" if not cites else "",
+                ])) or "ok"
+            )  # fmt: skip
         else:
             good = answer.declined
+            why = "ok" if good else "answered a question the notes do not cover"
         ok[kind].append(1.0 if good else 0.0)
-        if not good:
-            wrong.append(
-                {"id": q.get("id"), "kind": kind, "mode": answer.mode, "text": answer.text[:400],
-                 "cited": [c.path for c in answer.citations], "evidence": answer.evidence}
-            )  # fmt: skip
+        listed.append(
+            {"id": q.get("id"), "kind": kind, "question": q["question"], "ok": good, "verdict": why,
+             "mode": answer.mode, "text": answer.text, "words": answer_words(answer.text),
+             "cited": [{"path": c.path, "heading_path": c.heading_path, "link": c.link}
+                       for c in answer.citations],
+             "relevant": sorted(relevant), "evidence": answer.evidence,
+             "total_ms": answer.timings.get("total_ms", 0.0)}
+        )  # fmt: skip
     answerable = [x for k, xs in ok.items() if k != "negative" for x in xs]
     negative = ok.get("negative", [])
     for kind, xs in ok.items():
@@ -240,6 +261,10 @@ def _eval_answers(
                 "p90": pct(total, 0.9),
                 "mean": round(sum(total) / len(total), 1),
             },
-            "wrong": wrong,
+            "words": {
+                "p50": pct([float(x["words"]) for x in listed], 0.5),
+                "max": max((x["words"] for x in listed), default=0),
+            },
         },
+        "questions_answered": listed,
     }

@@ -239,7 +239,7 @@ def packaged_gguf() -> Path:
     )
 
 
-_models: dict[tuple[str, int, int], Any] = {}
+_models: dict[tuple[str, int, int, str], Any] = {}
 _models_lock = threading.Lock()
 
 
@@ -267,7 +267,11 @@ class LlamaCpp(LLM):
         threads: int | None = None,
         max_tokens: int = 512,
         temperature: float = 0.1,
+        repeat_penalty: float = 1.15,
+        chat_format: str = "",
     ) -> None:
+        self.repeat_penalty = repeat_penalty
+        self.chat_format = chat_format
         self.path = Path(model_path).expanduser() if model_path else packaged_gguf()
         if not self.path.is_file():
             raise LLMUnavailable(f"GGUF model file {self.path} does not exist; set llm.model to a .gguf file")
@@ -280,7 +284,7 @@ class LlamaCpp(LLM):
 
     @property
     def llama(self) -> Any:
-        key = (str(self.path), self.context_window, self.threads)
+        key = (str(self.path), self.context_window, self.threads, self.chat_format)
         with _models_lock:
             if key not in _models:
                 try:
@@ -291,14 +295,20 @@ class LlamaCpp(LLM):
                         "`pip install obsidian-ai-agent[local-llm]`"
                     ) from e
                 try:
-                    _models[key] = Llama(
+                    model = Llama(
                         model_path=str(self.path),
                         n_ctx=self.context_window,
                         n_threads=self.threads,
                         verbose=False,
+                        chat_format=self.chat_format or None,
                     )
                 except (ValueError, RuntimeError) as e:
                     raise LLMError(f"cannot load GGUF model {self.path}: {e}") from e
+                if not self.chat_format and model.chat_format == "llama-2":
+                    # llama-cpp-python falls back to the llama-2 format, silently, for a file that carries no
+                    # template it can read: answers then begin with `<<SYS>>` and echo the prompt.
+                    model.chat_format = chat_format_for(model.metadata, self.path)
+                _models[key] = model
             return _models[key]
 
     def count_tokens(self, text: str) -> int:
@@ -315,6 +325,7 @@ class LlamaCpp(LLM):
                     stream=True,
                     max_tokens=max_tokens or self.max_tokens,
                     temperature=self.temperature if temperature is None else temperature,
+                    repeat_penalty=self.repeat_penalty,
                 )
                 for chunk in chunks:
                     text = (chunk["choices"][0].get("delta") or {}).get("content")
@@ -322,6 +333,25 @@ class LlamaCpp(LLM):
                         yield str(text)
             except (ValueError, RuntimeError) as e:
                 raise LLMError(f"local model {self.path.name} failed: {e}") from e
+
+
+_KNOWN_FORMATS = (("gemma", "gemma"), ("smollm", "chatml"), ("qwen", "chatml"), ("phi3", "phi-3"),
+                  ("mistral", "mistral-instruct"), ("llama3", "llama-3"), ("llama-3", "llama-3"))  # fmt: skip
+
+
+def chat_format_for(metadata: dict[str, str], path: Path) -> str:
+    """The chat format of a model whose file carries no readable template, from its architecture or name;
+    an unknown model is an error that says how to name the format."""
+    names = " ".join(
+        [metadata.get("general.architecture", ""), metadata.get("general.name", ""), path.name]
+    ).lower()
+    for needle, fmt in _KNOWN_FORMATS:
+        if needle in names:
+            return fmt
+    raise LLMError(
+        f"GGUF model {path.name} carries no chat template and its kind is not known; set llm.chat_format "
+        "(for example chatml, gemma, llama-3, mistral-instruct, phi-3)"
+    )
 
 
 def get_llm(settings: LLMSettings) -> LLM | None:
@@ -343,5 +373,7 @@ def get_llm(settings: LLMSettings) -> LLM | None:
             threads=settings.threads,
             max_tokens=settings.max_tokens,
             temperature=settings.temperature,
+            repeat_penalty=settings.repeat_penalty,
+            chat_format=settings.chat_format,
         )
     return None

@@ -18,12 +18,14 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..answer import Answer, Answerer, AnswerEvent, ErrorEvent, Event
 from ..engine import Engine
+from ..security import keys
 from ..security.auth import Principal
 from ..store.conversations import ConversationNotFound
+from .bodies import RequestBody
 from .deps import EngineDep, require, run_sync
 from .errors import ERROR_RESPONSES, ApiError, ErrorResponse
 
@@ -36,10 +38,7 @@ _answerers_lock = threading.Lock()
 Provider = Literal["extractive", "openai", "llamacpp"]
 
 
-class AskRequest(BaseModel):
-    # Older clients send fields such as `prefer_fast`; they are accepted and ignored.
-    model_config = ConfigDict(extra="ignore")
-
+class AskRequest(RequestBody):
     question: str = Field(
         min_length=1, max_length=4000, description="The question, as you would ask a person."
     )
@@ -65,11 +64,16 @@ class AskRequest(BaseModel):
     )
     kind: Literal["note", "pdf", "web"] | None = None
     provider: Provider | None = Field(
-        default=None, description="Answer with this provider instead of `llm.provider`."
+        default=None,
+        description="Answer with this provider instead of `llm.provider`; only one the operator allows "
+        "(`llm.allowed_providers`, default `llm.provider` and `extractive`), else 403.",
     )
     stream: bool = Field(
         default=False, description="Stream Server-Sent Events (as does `Accept: text/event-stream`)."
     )
+    # Sent by older clients: named, so that they still work while any other unknown field is a 422.
+    prefer_fast: bool | None = Field(default=None, deprecated=True, description="Ignored (older clients).")
+    top_k: int | None = Field(default=None, deprecated=True, description="Ignored (older clients); use `k`.")
 
 
 SSE_DOC = (
@@ -92,10 +96,15 @@ SSE_EVENT: dict[str, Any] = {
 ASK_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The answer with the notes it cites; or, streamed, its events",
-        # `itemSchema` describes each event (OpenAPI 3.2, as FastAPI's own event streams do).
-        "content": {"text/event-stream": {"itemSchema": SSE_EVENT}},
+        # Each event's shape, under `schema`: the document is OpenAPI 3.1, which has no `itemSchema` (3.2,
+        # rejected by openapi-spec-validator); schemathesis checks every event of the stream against it.
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
     },
     400: {"model": ErrorResponse, "description": "The body is not JSON, or the question is empty"},
+    403: {
+        "model": ErrorResponse,
+        "description": "The key lacks the scope, or `provider` is not one this server allows",
+    },
     404: {"model": ErrorResponse, "description": "No such conversation for this key"},
     409: {"model": ErrorResponse, "description": "The index was built with another embedding model"},
     502: {"model": ErrorResponse, "description": "The language model failed and `llm.on_error` is `fail`"},
@@ -116,7 +125,7 @@ def answerer_for(request: Request, engine: Engine, provider: str | None, k: int 
             known = request.app.state.answerers = {}
         if key not in known:
             settings = llm.model_copy(update={"provider": key[0], "sources": key[1]})
-            known[key] = Answerer(searcher, settings, cache=cache)
+            known[key] = Answerer(searcher, settings, cache=cache, answer=engine.settings.answer)
         return known[key]
 
 
@@ -160,10 +169,27 @@ def wants_stream(request: Request, body: AskRequest) -> bool:
     return body.stream or "text/event-stream" in request.headers.get("accept", "").lower()
 
 
+def check_provider(engine: Engine, provider: str | None) -> None:
+    """A request may only pick a provider the operator enabled: a read key must not be able to load a
+    local model that holds every core for a minute."""
+    allowed = engine.settings.llm.request_providers()
+    if provider is not None and provider not in allowed:
+        raise ApiError(
+            403,
+            f"this server does not let a request choose the provider {provider!r}; allowed: "
+            f"{', '.join(allowed)} (the operator sets llm.allowed_providers). Leave `provider` out to use "
+            "the configured one",
+            code="provider_not_allowed",
+            details={"provider": provider, "allowed": allowed},
+        )
+
+
 async def answer(request: Request, body: AskRequest, engine: Engine, principal: Principal) -> Any:
-    owner = principal.key_id or ""
+    check_provider(engine, body.provider)
 
     def start() -> tuple[Iterator[Event], Event | None]:
+        # Conversations belong to the key's rotation chain, so rotating a key keeps them.
+        owner = keys.lineage_of(engine.store, principal.key_id) if principal.key_id else ""
         answerer = answerer_for(request, engine, body.provider, body.k)
         events = answerer.stream(
             body.question,

@@ -1,0 +1,477 @@
+"""Extractive answers: the sentences of the retrieved notes that answer a question, cleaned, grouped, cited.
+
+A chunk is cut into units a reader can take on their own: sentences, list items, table rows, and code
+blocks kept whole (long blocks in windows of a few lines, so a syntax line is never cut in two). What a
+reader of the rendered note never sees is left out: frontmatter, HTML and Obsidian comments, Templater
+code, embeds and images, block ids, heading lines and bare fences. Each unit keeps the most specific
+heading above it and its line, so its citation opens the right section.
+
+Units are scored by meaning (cosine to the question, all-MiniLM-L6-v2), by the question's words (stem
+prefixes, weighted by how rare they are among the candidates) and by the heading they sit under. The best
+few are kept within a word budget, grouped by source, sources in order of their best unit and units in the
+order of the note, so the answer reads as the note does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from markdown_it import MarkdownIt
+
+from .search import query_terms
+
+MAX_WORDS = 120
+"""Words of the quoted units; with the lines that name each source, an answer stays under 150."""
+MAX_UNITS = 6
+MAX_EMBEDDED = 24
+"""Units embedded per question: embedding is what an extract costs (~5 ms a unit on one core here)."""
+_EMBED_WORDS = 48  # a unit is embedded by its first words: padding to one long unit slows the whole batch
+_CODE_WINDOW = 4  # lines of a long code block shown together
+_SHORT_CODE = 8  # a block of at most this many lines is one unit
+
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+_OBS_COMMENT = re.compile(r"%%.*?(?:%%|\Z)", re.S)
+_TEMPLATER = re.compile(r"<%.*?(?:%>|\Z)", re.S)
+_EMBED = re.compile(r"!\[\[[^\]\n]*\]\]|!\[[^\]\n]*\]\([^)\n]*\)")
+_WIKILINK = re.compile(r"\[\[([^\]|\n]*?)(?:\|([^\]\n]*))?\]\]")
+_MDLINK = re.compile(r"(?<!!)\[([^\]\n]+)\]\((?:[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_BLOCK_ID = re.compile(r"\s\^[A-Za-z0-9-]+\s*$")
+_HTML_TAG = re.compile(
+    r"</?(?:span|div|br|p|sup|sub|mark|font|a|img|details|summary|kbd|u|center)\b[^>]*>", re.I
+)
+_CALLOUT = re.compile(r"^\[![\w-]+\][+-]?\s*")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`*\"'(\[_])")
+_HOWTO = re.compile(
+    r"^\s*(how\b|what(?:'s| is)? the (?:syntax|format|way|command)|which (?:syntax|format|instruction|line)"
+    r"|can i\b|is there a way|write\b|show me)",
+    re.I,
+)
+_WORD = re.compile(r"\w+")
+# Code that only a plugin runs: never shown as an answer.
+_SKIP_LANGS = {"mermaid", "dataviewjs", "js", "javascript", "ts", "typescript", "css", "json", "yaml", "yml"}
+
+
+@dataclass
+class Unit:
+    text: str
+    """What the reader sees (Markdown)."""
+    kind: str
+    """sentence, item, row or code"""
+    heading_path: list[str]
+    line: int | None
+    order: int
+    intro: str = ""
+    """The sentence that introduces a code block or list ("... like this:"), shown before it."""
+    lang: str = ""
+    nested: bool = False
+    """An item of a list inside another item: `intro` is its parent item."""
+    extra: bool = False
+    """From the text after the retrieved chunk: shown only as what a chosen unit introduces."""
+
+    @property
+    def embed_text(self) -> str:
+        body = self.text if self.kind == "sentence" else f"{self.intro} {self.text}".strip()
+        text = (f"{self.heading_path[-1]}: " if self.heading_path else "") + body
+        words = text.split()
+        return " ".join(words[:_EMBED_WORDS]) if len(words) > _EMBED_WORDS else text
+
+    @property
+    def words(self) -> int:
+        return len(_WORD.findall(self.display()))
+
+    def display(self) -> str:
+        if self.kind == "code":
+            # A fence longer than any inside, so an example of a code block shows as one.
+            ticks = "`" * max([3, *(len(m) + 1 for m in re.findall(r"`{3,}", self.text))])
+            intro = f"{self.intro}\n" if self.intro else ""
+            return f"{intro}{ticks}{self.lang}\n{self.text}\n{ticks}"
+        return self.text
+
+
+def _blank_out(pattern: re.Pattern[str], text: str) -> str:
+    """Removes what the pattern matches but keeps its newlines, so line numbers stay right."""
+    return pattern.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+
+
+def clean_inline(line: str) -> str:
+    """A line as a reader sees it: links as their text, no embeds, images, tags of HTML or block ids."""
+    line = _EMBED.sub("", line)
+    line = _WIKILINK.sub(lambda m: m.group(2) or m.group(1).split("#")[-1].split("^")[0] or m.group(1), line)
+    line = _MDLINK.sub(r"\1", line)
+    line = _HTML_TAG.sub("", line)
+    line = _BLOCK_ID.sub("", line)
+    return " ".join(line.split())
+
+
+def _strip_frontmatter(lines: list[str]) -> None:
+    if lines and lines[0].strip() == "---":
+        for i in range(1, min(len(lines), 200)):
+            if lines[i].strip() in ("---", "..."):
+                for j in range(i + 1):
+                    lines[j] = ""
+                return
+
+
+def _is_noise(text: str) -> bool:
+    bare = text.strip()
+    if len(_WORD.findall(bare)) < 2 and not re.search(r"[^\w\s]", bare):
+        return True
+    return bool(re.fullmatch(r"[-*_=`~#>|:.\s]*", bare))
+
+
+_MD = MarkdownIt("commonmark").enable("table")
+
+
+def with_next(
+    text: str, end_line: int | None, nxt_text: str, nxt_start: int | None
+) -> tuple[str, int | None]:
+    """A chunk's text followed by what the next chunk adds after it (chunks overlap), and the line where
+    the added text starts: an example a chunk's last sentence introduces often sits in the next one."""
+    if end_line is None or nxt_start is None:
+        return text, None
+    lines = nxt_text.split("\n")
+    skip = max(0, end_line - nxt_start + 1)
+    if skip >= len(lines):
+        return text, None
+    gap = "\n" * max(1, nxt_start + skip - end_line)
+    return text + gap + "\n".join(lines[skip:]), end_line + 1
+
+
+def _code_units(body: list[str], lang: str, heading: list[str], line: int, intro: str) -> list[Unit]:
+    while body and not body[-1].strip():
+        body.pop()
+    while body and not body[0].strip():
+        body.pop(0)
+    if not body or lang.lower() in _SKIP_LANGS:
+        return []
+    if len(body) <= _SHORT_CODE:
+        windows = [(0, body)]
+    else:
+        windows = [(i, body[i : i + _CODE_WINDOW]) for i in range(0, len(body), _CODE_WINDOW)]
+    return [
+        Unit("\n".join(w), "code", heading, line + off, 0, intro=intro, lang=lang)
+        for off, w in windows
+        if any(x.strip() for x in w)
+    ]
+
+
+def units_of(
+    text: str, heading_path: Sequence[str], start_line: int | None, extra_from: int | None = None
+) -> list[Unit]:
+    """The units of one chunk's text (parsed by markdown-it), each with the most specific heading above
+    it and its line; units at or after line `extra_from` are marked `extra`."""
+    text = _blank_out(_HTML_COMMENT, text)
+    text = _blank_out(_OBS_COMMENT, text)
+    text = _blank_out(_TEMPLATER, text)
+    lines = text.split("\n")
+    if start_line in (None, 1):
+        _strip_frontmatter(lines)
+    base = start_line or 1
+    path: list[tuple[int, str]] = [(i + 1, h) for i, h in enumerate(heading_path)]
+    units: list[Unit] = []
+    tokens = _MD.parse("\n".join(lines))
+    depth_item = 0
+    in_heading = 0
+    in_cell = False
+    row: list[str] = []
+    head_cells: list[str] = []
+    in_thead = False
+    item_started = False
+    lists: list[list[str]] = []  # per open list: [its intro, the text of its latest item]
+    first_inline = True
+
+    def here() -> list[str]:
+        return [h for _, h in path]
+
+    def add(u: Unit) -> None:
+        u.order = len(units)
+        u.extra = extra_from is not None and u.line is not None and u.line >= extra_from
+        units.append(u)
+
+    def intro() -> str:
+        # A sentence that ends with ":" right before a block introduces it.
+        last = units[-1] if units else None
+        if last is not None and last.kind == "sentence" and last.text.endswith(":") and len(last.text) < 240:
+            return last.text
+        return ""
+
+    for tok in tokens:
+        line = base + (tok.map[0] if tok.map else 0)
+        t = tok.type
+        if t == "heading_open":
+            in_heading = int(tok.tag[1:])
+        elif t == "heading_close":
+            in_heading = 0
+        elif t in ("bullet_list_open", "ordered_list_open"):
+            lists.append([lists[-1][1] if lists else intro(), ""])
+        elif t in ("bullet_list_close", "ordered_list_close"):
+            lists.pop()
+        elif t == "list_item_open":
+            depth_item += 1
+            item_started = False
+        elif t == "list_item_close":
+            depth_item -= 1
+        elif t == "thead_open":
+            in_thead, head_cells = True, []
+        elif t == "thead_close":
+            in_thead = False
+        elif t == "tr_open":
+            row = []
+        elif t in ("th_open", "td_open"):
+            in_cell = True
+        elif t in ("th_close", "td_close"):
+            in_cell = False
+        elif t == "tr_close":
+            if in_thead:
+                head_cells = row
+            else:
+                cells = [
+                    f"{h}: {c}" if h and c and h != c else c
+                    for h, c in zip(head_cells + [""] * len(row), row, strict=False)
+                ]
+                joined = "; ".join(c for c in cells if c)
+                if joined and not _is_noise(joined):
+                    add(Unit(joined, "row", here(), line, 0))
+        elif t in ("fence", "code_block"):
+            body = tok.content.split("\n")
+            lang = tok.info.strip().split(" ")[0] if t == "fence" else ""
+            offset = 1 if t == "fence" else 0
+            for u in _code_units(body, lang, here(), line + offset, intro()):
+                add(u)
+        elif t == "inline":
+            content = tok.content
+            if in_heading:
+                title = clean_inline(content)
+                path = [(lv, h) for lv, h in path if lv < in_heading and h != title]
+                path.append((in_heading, title))
+                continue
+            if in_cell:
+                row.append(clean_inline(content))
+                continue
+            content = _CALLOUT.sub("", content.lstrip())
+            fragment = first_inline and not text.lstrip().startswith("#") and content[:1].islower()
+            first_inline = False
+            if depth_item and not item_started and lists:
+                item_started = True
+                item = clean_inline(content)
+                lists[-1][1] = item
+                if item and not _is_noise(item):
+                    add(Unit(item[:500], "item", here(), line, 0, intro=lists[-1][0], nested=len(lists) > 1))
+                continue
+            plain = content.split("\n")
+            if len(plain) >= 3 and sum("`" in x for x in plain) * 2 > len(plain):
+                # Lines of a paragraph that each hold an example are read as a list.
+                lead = intro()
+                for x in plain:
+                    item = clean_inline(x)
+                    if item and not _is_noise(item):
+                        add(Unit(item[:500], "item", here(), line, 0, intro=lead))
+                continue
+            for n, s in enumerate(_SENTENCE.split(clean_inline(content))):
+                s = s.strip()
+                # A chunk that starts inside a paragraph (chunks overlap) starts with half a sentence.
+                if s and not _is_noise(s) and not (fragment and n == 0):
+                    add(Unit(s[:500], "sentence", here(), line, 0))
+    return units
+
+
+class UnitVectors:
+    """Embeddings of units, kept by text: the same notes answer many questions (bounded, thread-safe)."""
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], size: int = 20_000) -> None:
+        self._embed = embed
+        self._size = size
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            vecs = self._embed(missing)
+            with self._lock:
+                for t, v in zip(missing, vecs, strict=True):
+                    self._cache[t] = np.asarray(v, dtype=np.float32)
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            out = []
+            for t in texts:
+                v = self._cache.get(t)
+                if v is None:  # evicted meanwhile by another thread
+                    v = np.asarray(self._embed([t])[0], dtype=np.float32)
+                else:
+                    self._cache.move_to_end(t)
+                out.append(v)
+        return np.vstack(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+@dataclass
+class Scored:
+    unit: Unit
+    source: int
+    """The number of the source the unit comes from."""
+    score: float
+    similarity: float
+
+
+@dataclass
+class Extract:
+    groups: list[tuple[int, list[str], list[Unit]]] = field(default_factory=list)
+    """(source number, most specific heading path, units in note order), best group first."""
+    best: float = -1.0
+    similarity: float = -1.0
+    """The best cosine between the question and one unit."""
+
+
+def _stem(term: str) -> str:
+    return term[:5] if len(term) > 5 else term
+
+
+def is_howto(question: str) -> bool:
+    return bool(_HOWTO.search(question)) or "`" in question
+
+
+def _score(
+    question: str, qvec: np.ndarray, candidates: list[tuple[int, Unit]], vectors: UnitVectors
+) -> list[Scored]:
+    terms = [t for t in query_terms(question) if len(t) > 1]
+    stems = [_stem(t) for t in terms]
+    if len(candidates) > MAX_EMBEDDED:
+        # Embedding is the cost of an extract: only the likeliest units are embedded, by shared words and
+        # the rank of their source.
+        def cheap(c: tuple[int, Unit]) -> float:
+            low = c[1].embed_text.lower()
+            head = " ".join(c[1].heading_path[-2:]).lower()
+            shared = sum(1 for s in stems if s in low) + 0.5 * sum(1 for s in stems if s in head)
+            return shared / (len(stems) or 1) - 0.04 * c[0] - 0.002 * c[1].order
+
+        candidates = sorted(candidates, key=cheap, reverse=True)[:MAX_EMBEDDED]
+    lows = [u.embed_text.lower() for _, u in candidates]
+    # A term found in few candidates says more than one found in all of them.
+    n = len(candidates)
+    idf = [math.log(1 + n / (1 + sum(1 for low in lows if s in low))) for s in stems]
+    total_idf = sum(idf) or 1.0
+    sims = vectors.get([u.embed_text for _, u in candidates]) @ qvec
+    headings = sorted({" › ".join(u.heading_path[-2:]) for _, u in candidates})
+    hsims = dict(zip(headings, vectors.get(headings) @ qvec, strict=True)) if headings else {}
+    howto = is_howto(question)
+    scored: list[Scored] = []
+    for (src, u), low, sim in zip(candidates, lows, sims, strict=True):
+        lex = sum(w for s, w in zip(stems, idf, strict=True) if s in low) / total_idf
+        hsim = float(hsims.get(" › ".join(u.heading_path[-2:]), 0.0))
+        score = 0.6 * float(sim) + 0.35 * lex + 0.15 * hsim - 0.025 * (src - 1)
+        if u.kind == "code":
+            score += 0.06 if howto else -0.04
+        elif howto and "`" in u.text:
+            score += 0.05
+        if u.words > 60:
+            score -= 0.03
+        scored.append(Scored(u, src, score, float(sim)))
+    scored.sort(key=lambda s: -s.score)
+    return scored
+
+
+def select(
+    question: str,
+    qvec: np.ndarray,
+    candidates: list[tuple[int, Unit]],
+    vectors: UnitVectors,
+    *,
+    max_words: int = MAX_WORDS,
+    max_units: int = MAX_UNITS,
+) -> Extract:
+    """The units that answer the question, grouped by source (see the module docstring)."""
+    if not candidates:
+        return Extract()
+    scored = _score(question, qvec, [(src, u) for src, u in candidates if not u.extra], vectors)
+    if not scored:
+        return Extract()
+    best = scored[0].score
+    picked: list[Scored] = []
+    shown: list[str] = []
+    words = 0
+
+    def take(s: Scored, budget: int) -> bool:
+        nonlocal words
+        t = s.unit.display()
+        if any(t in p or p in t for p in shown) or (picked and words + s.unit.words > budget):
+            return False
+        picked.append(s)
+        shown.append(t)
+        words += s.unit.words
+        # A sentence that introduces a list or an example, or an item with sub-items, brings them along.
+        for src, u in candidates:
+            fits = words + u.words <= budget and u.display() not in shown
+            if src == s.source and u.intro == s.unit.text and fits:
+                picked.append(Scored(u, src, s.score, s.similarity))
+                shown.append(u.display())
+                words += u.words
+        return True
+
+    for s in scored:
+        if len(picked) >= max_units or (picked and s.score < best - 0.12):
+            break
+        take(s, max_words)
+    # A question over several notes: the best unit of each other source close to the best one.
+    for s in scored:
+        if s.score < best - 0.08:
+            break
+        if s.source not in {p.source for p in picked}:
+            take(s, max_words)
+    order: list[int] = []
+    by_source: dict[int, list[Scored]] = {}
+    for s in picked:
+        if s.source not in by_source:
+            order.append(s.source)
+        by_source.setdefault(s.source, []).append(s)
+    out = Extract(best=best, similarity=max(s.similarity for s in scored))
+    for src in order:
+        group = sorted(by_source[src], key=lambda s: s.unit.order)
+        texts = {g.unit.text for g in group}
+        units, seen = [], set()
+        for s in group:
+            u = s.unit
+            if u.intro and (u.intro in seen or u.intro in texts):
+                u = replace(u, intro="")  # the introducing sentence is shown once
+            seen.add(u.intro)
+            units.append(u)
+        head = max(group, key=lambda s: s.score).unit.heading_path
+        out.groups.append((src, head, units))
+    return out
+
+
+def render(groups: list[tuple[int, list[str], list[Unit]]], titles: dict[int, str]) -> str:
+    """Markdown: a line naming each source and its heading, then its units, each group cited."""
+    parts = []
+    for src, heading, units in groups:
+        where = " › ".join([titles.get(src, ""), *heading[-1:]]) if heading else titles.get(src, "")
+        lines = [f"**{where}** [{src}]"]
+        prose: list[str] = []
+        for u in units:
+            if u.kind == "sentence":
+                prose.append(u.text)
+                continue
+            if prose:
+                lines.append(" ".join(prose))
+                prose = []
+            if u.kind == "code":
+                lines.append(u.display())
+            elif u.nested:
+                if u.intro:
+                    lines.append(f"- {u.intro}")
+                lines.append(f"  - {u.text}")
+            else:
+                if u.intro:
+                    lines.append(u.intro)
+                lines.append(f"- {u.text}")
+        if prose:
+            lines.append(" ".join(prose))
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)

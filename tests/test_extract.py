@@ -1,0 +1,88 @@
+"""Extractive answers a person would accept: clean units from real notes, the right heading, code kept
+whole, a word budget, and grouping by source."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from obsidian_ai_agent.extract import MAX_WORDS, units_of, with_next
+
+from .conftest import CORPORA
+
+DEMO = CORPORA / "obsidian-tasks" / "Tasks-Demo_vault"
+DOCS = CORPORA / "obsidian-tasks" / "docs_vault"
+
+
+def _units(path: Path) -> list[str]:
+    return [u.display() for u in units_of(path.read_text("utf-8"), [], 1)]
+
+
+def test_comments_templater_code_and_frontmatter_never_become_units() -> None:
+    text = (
+        "---\ntags: [a]\n---\n# Title\n\nA real sentence about tasks. <!-- placeholder to force -->\n\n"
+        "%% an Obsidian comment\nover two lines %%\n\n<% tp.file.title %>\n\n```\n```\n\nLast line here."
+    )
+    shown = " ".join(u.display() for u in units_of(text, [], 1))
+    assert "A real sentence about tasks." in shown and "Last line here." in shown
+    for noise in ("<!--", "placeholder", "%%", "Obsidian comment", "<%", "tp.file", "tags:", "```"):
+        assert noise not in shown
+
+
+@pytest.mark.parametrize("note", sorted(DEMO.rglob("*.md"))[:80], ids=lambda p: p.name)
+def test_no_unit_of_a_real_note_carries_markup_noise(note: Path) -> None:
+    for shown in _units(note):
+        assert "<!--" not in shown and "-->" not in shown and "<%" not in shown
+        assert not re.fullmatch(r"`{3,}\w*", shown.strip())
+
+
+def test_a_code_block_is_one_unit_kept_whole_with_its_introduction() -> None:
+    line = "- [ ] take out the trash [due:: 2023-04-16]"
+    text = f"## Due dates\n\nWrite the field like this:\n\n```text\n{line}\n```\n"
+    units = units_of(text, ["Note"], 10)
+    code = next(u for u in units if u.kind == "code")
+    assert code.text == line
+    assert code.intro == "Write the field like this:" and code.heading_path == ["Note", "Due dates"]
+    assert code.line == 15
+    assert code.display() == f"Write the field like this:\n```text\n{line}\n```"
+
+
+def test_an_example_of_a_fenced_block_is_shown_inside_a_longer_fence() -> None:
+    text = "Example:\n\n    ```tasks\n    not done\n    ```\n"
+    code = next(u for u in units_of(text, [], 1) if u.kind == "code")
+    assert code.display().splitlines()[1] == "````" and code.display().endswith("```\n````")
+
+
+def test_each_unit_names_the_most_specific_heading_above_it() -> None:
+    text = "# Top\n\n## A\n\nFirst part.\n\n### A1\n\nDeep part.\n\n## B\n\nOther part."
+    units = {u.text: u.heading_path for u in units_of(text, ["Top"], 1)}
+    assert units == {
+        "First part.": ["Top", "A"],
+        "Deep part.": ["Top", "A", "A1"],
+        "Other part.": ["Top", "B"],
+    }
+
+
+def test_a_list_keeps_its_introduction_and_sub_items_their_parent() -> None:
+    path = DOCS / "Queries" / "Filters.md"
+    units = units_of(path.read_text("utf-8"), [], 1)
+    child = next(u for u in units if u.text.startswith("When this is set, the result list will only include"))
+    assert child.nested and child.intro == "`exclude sub-items`" and child.heading_path[-1] == "Sub-Items"
+
+
+def test_a_chunk_that_starts_mid_paragraph_drops_its_half_sentence() -> None:
+    units = units_of("before tomorrow` will match, because it starts.\n\nA whole one.", ["H"], 40)
+    assert [u.text for u in units] == ["A whole one."]
+
+
+def test_the_text_after_a_chunk_is_added_once_and_marked_extra() -> None:
+    text, start = with_next("a\nb\nc", 12, "c\nd\ne", 12)
+    assert text == "a\nb\nc\nd\ne" and start == 13
+    units = units_of("Search with this:\n\n```\ndue date is invalid\n```", ["H"], 1, extra_from=3)
+    assert [u.extra for u in units] == [False, True]
+
+
+def test_the_word_budget_leaves_room_for_the_source_lines() -> None:
+    assert MAX_WORDS <= 130
