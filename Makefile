@@ -5,10 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # llama-cpp-python is built from source: the default native build uses AMX kernels that this kind of VM
-# reports but does not allow (a general-protection fault at the first decode), so pick the CPU features.
+# reports but does not allow (a general-protection fault at the first decode), and AVX-512 kernels crash
+# with an illegal instruction on the machines that lack it, so build for AVX2, which all of them have.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-	-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
-	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+# pip's wheel cache does not know the build flags (a wheel built for other CPU features was reused and
+# crashed), so the wheel is built once per set of flags into a folder of its own.
+LLAMA_WHEELS := $(HOME)/.cache/obsidian-ai-agent/llama-cpp-$(shell echo '$(CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
 # Models come from installed packages, never from a hub.
 export HF_HUB_OFFLINE := 1
@@ -19,6 +22,9 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+		$(BIN)/python -m pip wheel --quiet --no-cache-dir --no-deps -w $(LLAMA_WHEELS) 'llama-cpp-python>=0.3'
+	$(BIN)/python -m pip install --quiet $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
