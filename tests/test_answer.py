@@ -75,7 +75,7 @@ def test_an_extractive_answer_quotes_and_cites_the_note_that_holds_it(docs: Engi
     assert "Getting Started/Recurring Tasks.md" in {c.path for c in answer.citations}
     assert "repeat" in answer.text and "every" in answer.text
     for c in answer.citations:
-        assert f"[{c.n}]" in answer.text and c in answer.sources
+        assert f"[{c.n}]" in answer.text and (c.n, c.path) in {(s.n, s.path) for s in answer.sources}
         assert c.link.startswith("obsidian://open?vault=docs_vault&file=")
         assert c.start_line and c.end_line and c.heading_path is not None
 
@@ -109,16 +109,24 @@ def test_the_openai_provider_streams_a_grounded_answer_from_a_real_server(docs: 
     tokens = [e for e in events if isinstance(e, TokenEvent)]
     assert len(tokens) > 1
     answer = events[-1].answer  # type: ignore[union-attr]
-    assert isinstance(events[-1], AnswerEvent) and answer.mode == "llm" and answer.model == MODEL_ALIAS
-    assert answer.provider == "openai" and answer.text
+    assert isinstance(events[-1], AnswerEvent) and answer.text and answer.sentences
     assert {c.n for c in answer.citations} <= {s.n for s in answer.sources}
+    # SmolLM2-135M rarely grounds what it says: its answer is used only when a cited source supports it.
+    if answer.mode == "llm":
+        assert answer.provider == "openai" and answer.model == MODEL_ALIAS
+        assert any(s["supported"] and s["citations"] for s in answer.sentences)
+    else:
+        assert answer.mode == "extractive" and answer.notice and "was not used" in answer.notice
     assert 0 < answer.timings["first_token_ms"] <= answer.timings["total_ms"]
 
 
 def test_the_llamacpp_provider_answers_in_process_from_the_notes(docs: Engine) -> None:
     answer = answerer(docs, provider="llamacpp").ask("What does the `exclude sub-items` instruction do?")
-    assert answer.mode == "llm" and answer.provider == "llamacpp" and answer.text
-    assert answer.model and answer.model.endswith(".gguf")
+    assert answer.text and answer.sentences  # the model answered and its sentences were checked
+    if answer.mode == "llm":
+        assert answer.provider == "llamacpp" and answer.model and answer.model.endswith(".gguf")
+    else:
+        assert answer.notice and "was not used" in answer.notice
     assert all(f"[{c.n}]" in answer.text for c in answer.citations)
 
 

@@ -385,6 +385,8 @@ def test_jobs_are_listed_filtered_and_shown_with_the_profile_of_their_stages(ser
 
 def test_job_stats_report_success_rates_and_stage_percentiles_per_lane(service: Service) -> None:
     engine = service.engine
+    note = service.vault / "Getting Started" / "Dates.md"
+    note.write_text(note.read_text("utf-8") + "\nA line added, so the job has something to write.\n", "utf-8")
     jobs.run(engine, jobs.submit_notes(engine, ["Getting Started/Dates.md"]))
     stats = service.client.get("/api/jobs/stats", headers=service.admin).json()
     lane = stats["lanes"]["interactive"]

@@ -155,15 +155,27 @@ def test_a_model_answer_without_a_supported_citation_becomes_the_extract_with_a_
     assert answer.sentences and not answer.sentences[0]["supported"]
 
 
+class QuotingLLM(ScriptedLLM):
+    """A model that quotes the first full sentence of source [1] from its prompt, then makes a claim up."""
+
+    def stream(
+        self, messages: list[Message], *, max_tokens: int | None = None, temperature: float | None = None
+    ) -> Iterator[str]:
+        prompt = messages[-1]["content"]
+        body = prompt.split("[1] ", 1)[1].split("\n", 1)[1].split("\n\n[2] ", 1)[0]
+        lines = [
+            ln.strip() for ln in body.splitlines() if len(ln.split()) >= 6 and not ln.startswith(("#", "`"))
+        ]
+        quote = lines[0].rstrip(".") + "."
+        yield from [f"{quote} [1]. ", "It costs 49 dollars [1]."]
+
+
 def test_unsupported_sentences_are_marked_in_the_text_and_the_json(docs: Engine) -> None:
-    llm = ScriptedLLM(
-        ["Every recurrence rule has to start with the word `every` [1]. ", "It costs 49 dollars [1]."]
-    )
-    a = Answerer(docs.searcher, LLMSettings(provider="openai"), llm=llm)
+    a = Answerer(docs.searcher, LLMSettings(provider="openai"), llm=QuotingLLM([]))
     answer = a.ask("What word must a recurrence rule start with?")
-    assert answer.mode == "llm", answer.notice
+    assert answer.mode == "llm", (answer.notice, answer.sentences)
     marks = [s["supported"] for s in answer.sentences]
-    assert marks == [True, False]
+    assert len(marks) >= 2 and all(marks[:-1]) and marks[-1] is False  # the quote, then the made-up claim
     assert answer.text.endswith("It costs 49 dollars [1]." + UNSUPPORTED_MARK)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .cache import Cache, cache_key
 from .config import AnswerSettings, LLMSettings
-from .extract import Unit, UnitVectors, render, select, units_of, with_next
+from .extract import MAX_WORDS, Unit, UnitVectors, answer_words, render, select, units_of, with_next
 from .grounding import Repetition, Sentence, bounded, check, mark
 from .llm import LLM, LLMError, Message, get_llm
 from .relevance import Relevance, unknown_words
@@ -42,6 +42,7 @@ REWRITE_PROMPT = (
     "Rewrite the user's last question as one standalone search query, using the earlier questions for "
     "context. Reply with the query only."
 )
+MAX_ANSWER_WORDS = 150
 EXTRACT_HEADER = "Extract from your notes (no language model was used):"
 _CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _DECLINE = re.compile(
@@ -277,16 +278,21 @@ class Answerer:
         sources = [Citation.of(i, r) for i, r in enumerate(diverse(results, self.settings.sources), 1)]
         qvec = self.searcher.queries.get(query)
         relevance = self._relevance(query, qvec, results)
-        t_retrieved = _ms(t0)
-        yield RetrievalEvent(query, sources if relevance.covered else [])
         base = {
             "question": question, "query": query, "conversation_id": conversation_id,
             "provider": self.provider, "model": self.model_name,
             "evidence": asdict(relevance),
         }  # fmt: skip
+        # The extract is built for every provider: it is the second half of the gate, the fallback of a
+        # model that fails, and the answer with no model.
+        extract = self._extract(base, query, qvec, sources) if relevance.covered else None
+        if extract is not None and not self._extract_answers(relevance, extract):
+            extract = None
+        t_retrieved = _ms(t0)
+        yield RetrievalEvent(query, sources if extract is not None else [])
         answer: Answer | None = None
         err: LLMError | None = None
-        if not relevance.covered:
+        if extract is None:
             answer = self._declined(base, results)
             yield TokenEvent(answer.text)
         else:
@@ -300,31 +306,33 @@ class Answerer:
                             yield ev
             except LLMError as e:
                 err = e
-        if answer is not None and answer.mode == "llm" and not answer.declined and not _grounded(answer):
+        generated = answer is not None and answer.mode == "llm" and not answer.declined
+        if generated and extract is not None and answer is not None and not _grounded(answer):
             # A generated answer that no cited source supports is not passed off as grounded.
             why = (
                 "it cites no source" if not answer.citations
                 else "no sentence of it is supported by the notes it cites"
             )  # fmt: skip
             yield ErrorEvent(f"the model's answer was not used: {why}", "ungrounded", recovered=True)
-            extract = self._extract(base, query, qvec, sources)
             extract.notice = (
                 f"The language model's answer was not used because {why}; this is an extract instead."
+                + (f" {answer.notice}" if answer.notice else "")
             )
             extract.sentences = answer.sentences
             answer = extract
             yield TokenEvent(answer.text)
-        if answer is None:
+        if answer is None and extract is not None:
             if err is not None:
                 if self.settings.on_error == "fail":
                     yield ErrorEvent(str(err), type(err).__name__, recovered=False)
                     return
                 yield ErrorEvent(str(err), type(err).__name__, recovered=True)
-            answer = self._extract(base, query, qvec, sources)
+            answer = extract
             if err is not None:
                 answer.notice = f"The language model failed, so this is an extract instead: {err}"
                 answer.provider, answer.model = "extractive", None
             yield TokenEvent(answer.text)
+        assert answer is not None
         answer.timings.setdefault("first_token_ms", _ms(t0))
         answer.timings.update({"retrieval_ms": t_retrieved, "total_ms": _ms(t0)})
         if self.cache and answer.notice is None:
@@ -351,6 +359,20 @@ class Answerer:
         if self.cache:
             self.cache.set(key, {"results": [r.to_dict() for r in results]})
         return results
+
+    def _extract_answers(self, relevance: Relevance, extract: Answer) -> bool:
+        """The second half of the gate: a question with words the notes never use is answered only when
+        some sentence of the notes is close to it (relevance.py)."""
+        sim = float(extract.evidence.get("sentence_similarity", -1.0))
+        floor = self.settings.min_sentence_similarity_unknown_words
+        if relevance.unknown_words and sim < floor and extract.citations:
+            extract.evidence["covered"] = False
+            extract.evidence["reason"] = (
+                f"the notes never use {', '.join(relevance.unknown_words)} and no sentence is close enough "
+                f"(sentence similarity {sim:.2f} < {floor})"
+            )
+            return False
+        return bool(extract.citations)
 
     def _relevance(self, query: str, qvec: np.ndarray, results: list[SearchResult]) -> Relevance:
         # The nearest chunk in the whole index, not only among the fused results: a decision that does
@@ -421,10 +443,14 @@ class Answerer:
             units = units_of(text, row.heading_path, row.start_line, extra_from)
             candidates += [(s.n, u) for u in units[:120]]
         picked = select(base["question"], qvec, candidates, self.unit_vectors)
+        titles = {s.n: s.title for s in sources}
+        over = answer_words(render(picked.groups, titles)) - MAX_ANSWER_WORDS
+        if over > 0:  # the lines naming the sources count too: quote less
+            picked = select(base["question"], qvec, candidates, self.unit_vectors, max_words=MAX_WORDS - over)
         if not picked.groups:
             return Answer(text=EXTRACT_HEADER, mode="extractive", citations=[], sources=sources, **base)
         by_n = {s.n: s for s in sources}
-        body = render(picked.groups, {s.n: s.title for s in sources})
+        body = render(picked.groups, titles)
         text, _ = parse_citations(f"{EXTRACT_HEADER}\n\n{body}", sources)
         citations = []
         for n, heading, units in picked.groups:

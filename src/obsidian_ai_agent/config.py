@@ -175,6 +175,8 @@ class LLMSettings(_Section):
     not to cover the question, and no model is called (calibration: answer.py's docstring)."""
     min_similarity_unknown_words: float = Field(default=0.51, ge=-1, le=1)
     """The similarity needed when some of the question's words appear nowhere in the notes."""
+    min_sentence_similarity_unknown_words: float = Field(default=0.60, ge=-1, le=1)
+    """With such words, the similarity some sentence of the retrieved notes needs (relevance.py)."""
     repeat_penalty: float = Field(default=1.15, ge=0, le=3)
     """Penalty on repeated tokens (`llamacpp`; sent as `frequency_penalty` - 1 to `openai` servers)."""
     chat_format: str = ""

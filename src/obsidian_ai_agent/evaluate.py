@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from .config import Settings
 from .engine import Engine
+from .extract import answer_words
 from .indexer import Indexer, IndexReport, ProgressFn
 from .notes import parse_text
 from .notes.model import SourceError
@@ -187,15 +187,6 @@ def eval_questions(
     if answers:
         result.update(_eval_answers(engine, rows, mode, result["per_kind"]))
     return result
-
-
-def answer_words(text: str) -> int:
-    """Words of an answer before its source list, its header line left out."""
-    body = text.split("\n\nSources:", 1)[0]
-    lines = body.split("\n")
-    if lines and lines[0].endswith(":") and "no language model" in lines[0]:
-        lines = lines[1:]
-    return len(re.findall(r"\w+", "\n".join(lines)))
 
 
 def _eval_answers(

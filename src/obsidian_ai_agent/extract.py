@@ -447,6 +447,14 @@ def select(
     return out
 
 
+def answer_words(text: str) -> int:
+    """Words of an answer before its source list, its header line (the one naming an extract) left out."""
+    lines = text.split("\n\nSources:", 1)[0].split("\n")
+    if lines and lines[0].endswith(":") and "no language model" in lines[0]:
+        lines = lines[1:]
+    return len(_WORD.findall("\n".join(lines)))
+
+
 def render(groups: list[tuple[int, list[str], list[Unit]]], titles: dict[int, str]) -> str:
     """Markdown: a line naming each source and its heading, then its units, each group cited."""
     parts = []

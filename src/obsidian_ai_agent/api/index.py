@@ -292,7 +292,9 @@ async def _upload_pdf(request: Request, engine: Engine, limit: int, default_fold
             write_atomic(root, target.path, file)
         except OSError as e:
             raise ApiError(500, f"could not store '{target.rel}': {e.strerror or e}") from None
-        job_id = jobs.submit(engine, "index_pdf", {"vault": str(root), "paths": [target.rel], "uploaded": True})
+        job_id = jobs.submit(
+            engine, "index_pdf", {"vault": str(root), "paths": [target.rel], "uploaded": True}
+        )
         return accepted(engine, job_id, path=target.rel)
 
     try:

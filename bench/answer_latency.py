@@ -1,0 +1,70 @@
+"""Extractive answer latency over the dev questions, warm: the model loaded and the index in memory, no
+answer cache (every question is answered for real). Two passes: the first embeds every sentence unit it
+scores, the second finds them in the unit cache, as a running service would for notes asked about before.
+
+Usage: python bench/answer_latency.py [--passes 2] [--out FILE]
+Goal (issue 8): p50 <= 150 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from common import (
+    CACHE_DIR,
+    SHARED,
+    add_common_args,
+    emit,
+    goal,
+    latency_summary,
+    log,
+    settings_for,
+    shared_embedder,
+    warm_up,
+)
+from obsidian_ai_agent.answer import Answerer
+from obsidian_ai_agent.engine import Engine
+
+VAULT = SHARED / "corpora" / "obsidian-tasks" / "docs_vault"
+QUESTIONS = SHARED / "eval" / "vault_questions_dev.jsonl"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser)
+    parser.add_argument("--passes", type=int, default=2)
+    args = parser.parse_args()
+    questions = [json.loads(line)["question"] for line in QUESTIONS.read_text("utf-8").splitlines() if line]
+    embedder = shared_embedder()
+    warm_s = warm_up(embedder)
+    data = CACHE_DIR / "answer-latency"
+    settings = settings_for(data)
+    with Engine(settings, embedder=embedder) as engine:
+        log("indexing the docs vault (nothing is embedded when it is unchanged)")
+        engine.index(VAULT)
+        answerer = Answerer(engine.searcher, settings.llm, answer=settings.answer)
+        answerer.ask("warm-up question about recurring tasks")  # vectors and FTS pages in memory
+        passes = []
+        for n in range(args.passes):
+            seconds, declined = [], 0
+            for q in questions:
+                t0 = time.perf_counter()
+                a = answerer.ask(q)
+                seconds.append(time.perf_counter() - t0)
+                declined += a.declined
+            passes.append({"pass": n + 1, **latency_summary(seconds), "declined": declined})
+            log(f"pass {n + 1}: p50 {passes[-1]['p50_ms']} ms")
+    result = {
+        "questions": len(questions),
+        "provider": "extractive",
+        "model_load_s": round(warm_s, 2),
+        "passes": passes,
+        "goal_p50_ms_first_pass": goal(passes[0]["p50_ms"], "<=", 150),
+    }
+    emit("answer_latency", result, args.out)
+
+
+if __name__ == "__main__":
+    main()
