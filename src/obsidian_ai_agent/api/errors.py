@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from ..config import ConfigError
 from ..search import SearchError
+from ..security.errors import Refused
 from ..store import DatabaseDamaged, DataDirNotWritable, ModelMismatchError
 
 log = logging.getLogger("obsidian_ai_agent.api")
@@ -54,7 +55,7 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-class ApiError(Exception):
+class ApiError(Refused):
     """Raised by routes and dependencies; becomes the error shape with `status` and `headers`."""
 
     def __init__(
@@ -66,12 +67,10 @@ class ApiError(Exception):
         details: Any = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code or _CODES.get(status, "error")
-        self.message = message
-        self.details = details
-        self.headers = headers or {}
+        # The same refusal the security layer raises, with the codes of every status a route may give.
+        super().__init__(
+            status, message, code=code or _CODES.get(status, "error"), details=details, headers=headers
+        )
 
 
 def error_response(
