@@ -146,7 +146,7 @@ def test_a_model_failure_is_reported_when_settings_say_to_fail(docs: Engine) -> 
         answerer(docs, provider="openai", model="m", base_url=url, on_error="fail").ask("due date emoji")
 
 
-def test_a_follow_up_carries_the_previous_question_and_history_is_kept_per_owner(
+def test_a_follow_up_carries_the_previous_question_and_conversation_ids_are_per_owner(
     example: tuple[Engine, Path],
 ) -> None:
     engine, _ = example
@@ -160,8 +160,13 @@ def test_a_follow_up_carries_the_previous_question_and_history_is_kept_per_owner
     turns = conversation_turns(engine.store, "c1", "ada")
     assert len(turns) == 4 and turns[0].content == "and what about the due date?"  # pruned to 4
     assert turns[1].role == "assistant" and turns[1].citations
+    # Eve's "c1" is her own conversation: none of Ada's history reaches it, and Ada's is untouched.
+    other = a.ask("and the priority?", conversation_id="c1", owner="eve")
+    assert other.query == "and the priority?"
+    assert conversation_turns(engine.store, "c1", "eve")[0].content == "and the priority?"
+    assert conversation_turns(engine.store, "c1", "ada") == turns
     with pytest.raises(ConversationNotFound):
-        a.ask("and the priority?", conversation_id="c1", owner="eve")
+        conversation_turns(engine.store, "c1", "mallory")
 
 
 def _run(*args: str, data: Path) -> subprocess.CompletedProcess[str]:

@@ -338,17 +338,23 @@ def test_a_dead_model_streams_a_recovered_error_then_an_extract_with_a_notice(
     assert r2.status_code == 502 and r2.json()["error"]["code"] == "llm_error" and url in r2.text
 
 
-def test_a_conversation_belongs_to_the_key_that_started_it(service: Service) -> None:
+def test_conversation_ids_are_per_key_so_no_key_can_read_or_claim_another_keys(service: Service) -> None:
+    other = bearer(keys.create_key(service.engine.store, "someone else", ["read"]).secret)
+    # The other key uses the id first: that must not block the reader from using it too.
+    squat = service.client.post(
+        "/api/ask", json={"question": "What is a smoke test?", "conversation_id": "trip-1"}, headers=other
+    )
+    assert squat.status_code == 200
     body = {"question": QUESTION, "conversation_id": "trip-1"}
     first = service.client.post("/api/ask", json=body, headers=service.reader)
     assert first.status_code == 200 and first.json()["conversation_id"] == "trip-1"
+    assert first.json()["query"] == QUESTION  # none of the other key's history
     follow = {"question": "and what about the due date?", "conversation_id": "trip-1"}
     r = service.client.post("/api/ask", json=follow, headers=service.reader)
     assert r.status_code == 200 and "repeat" in r.json()["query"]
-    other = bearer(keys.create_key(service.engine.store, "someone else", ["read"]).secret)
     for extra in ({}, {"stream": True}):
         r = service.client.post("/api/ask", json={**follow, **extra}, headers=other)
-        assert r.status_code == 404 and r.json()["error"]["code"] == "conversation_not_found"
+        assert r.status_code == 200 and "repeat" not in r.text
 
 
 # -- jobs -----------------------------------------------------------------------------------------

@@ -106,3 +106,27 @@ def test_removed_chunks_are_recorded_for_other_processes_to_catch_up(tmp_path: P
     assert store.delete_source("a.md") and not store.delete_source("a.md")
     assert sorted(store.removed_chunks(g).tolist()) == [1, 2]
     assert store.generation == g + 1
+
+
+def test_conversations_from_before_per_owner_ids_keep_their_turns_after_the_migration(tmp_path: Path) -> None:
+    from obsidian_ai_agent.store import conversations as convo
+
+    path = tmp_path / "i.sqlite"
+    db = sqlite3.connect(path)
+    with db:
+        for migrate in MIGRATIONS[:7]:  # the schema before conversation ids were per owner
+            migrate(db)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', '7')")
+        db.execute("INSERT INTO conversations VALUES ('trip', 'k1', 'Trip', 1.0, 1.0)")
+        db.execute(
+            "INSERT INTO conversation_turns (conversation_id, role, content, created_at)"
+            " VALUES ('trip', 'user', 'what do I pack?', 1.0)"
+        )
+    db.close()
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert [t.content for t in convo.conversation_turns(store, "trip", "k1")] == ["what do I pack?"]
+    convo.ensure_conversation(store, "trip", "k2")  # the same id, another owner: a conversation of its own
+    assert convo.conversation_turns(store, "trip", "k2") == []
+    assert [c["id"] for c in convo.list_conversations(store, "k1")] == ["trip"]
+    store.close()

@@ -270,7 +270,7 @@ class Answerer:
             yield RetrievalEvent(cached.query, cached.sources)
             yield TokenEvent(cached.text)
             cached.timings = {"total_ms": _ms(t0), "first_token_ms": _ms(t0)}
-            self._remember(conversation_id, question, cached)
+            self._remember(conversation_id, owner, question, cached)
             yield AnswerEvent(cached)
             return
 
@@ -339,7 +339,7 @@ class Answerer:
             stored = answer.to_dict()
             stored["timings"] = {}
             self.cache.set(key, stored)
-        self._remember(conversation_id, question, answer)
+        self._remember(conversation_id, owner, question, answer)
         yield AnswerEvent(answer)
 
     # -- steps ------------------------------------------------------------------------------------
@@ -545,14 +545,16 @@ class Answerer:
             text, units, self.unit_vectors, min_similarity=self.answer_settings.min_supported_similarity
         )
 
-    def _remember(self, conversation_id: str | None, question: str, answer: Answer) -> None:
+    def _remember(self, conversation_id: str | None, owner: str, question: str, answer: Answer) -> None:
         if not conversation_id:
             return
         turns = [
             convo.Turn("user", question, answer.query),
             convo.Turn("assistant", answer.text, None, [c.to_dict() for c in answer.citations]),
         ]
-        convo.add_turns(self.store, conversation_id, turns, keep=max(2, self.settings.history_turns))
+        convo.add_turns(
+            self.store, conversation_id, turns, keep=max(2, self.settings.history_turns), owner=owner
+        )
 
 
 def diverse(results: list[SearchResult], n: int, per_note: int = 3) -> list[SearchResult]:

@@ -43,6 +43,14 @@ def m003_conversations(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX answer_cache_used ON answer_cache(used_at)")
 
 
+def m008_conversation_namespaces(db: sqlite3.Connection) -> None:
+    """A conversation id chosen by a client is only a name inside its owner's namespace (`client_id`),
+    so no key can claim, block or read an id another key uses; rows keep their internal `id`."""
+    db.execute("ALTER TABLE conversations ADD COLUMN client_id TEXT")
+    db.execute("UPDATE conversations SET client_id = id")
+    db.execute("CREATE UNIQUE INDEX conversations_client ON conversations(owner, client_id)")
+
+
 class ConversationNotFound(LookupError):
     """No conversation with this id belongs to this owner."""
 
@@ -55,39 +63,50 @@ class Turn:
     citations: list[dict[str, Any]] = field(default_factory=list)
 
 
+# A conversation that exists already (same owner and id) is kept as it is.
+_INSERT = (
+    "INSERT OR IGNORE INTO conversations (id, owner, title, created_at, updated_at, client_id)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
 def new_conversation(store: Store, owner: str = "", title: str = "") -> str:
+    """A new conversation of `owner`; its id (the one the client uses)."""
     cid = uuid.uuid4().hex
     now = time.time()
     with store._write() as db:
-        db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?)", (cid, owner, title[:200], now, now))
+        db.execute(_INSERT, (uuid.uuid4().hex, owner, title[:200], now, now, cid))
     return cid
 
 
+def _row_id(store: Store, cid: str, owner: str) -> str:
+    rows = store._query("SELECT id FROM conversations WHERE owner=? AND client_id=?", (owner, cid))
+    if not rows:
+        raise ConversationNotFound(f"no conversation '{cid}' for this owner")
+    return str(rows[0][0])
+
+
 def ensure_conversation(store: Store, cid: str, owner: str = "") -> None:
-    """Create the conversation under this id if it is new; refuse one that belongs to another owner."""
+    """Create the conversation `cid` of `owner` if it is new. Ids are per owner: another owner's
+    conversation of the same id is a different one, never seen from here."""
     now = time.time()
     with store._write() as db:
-        row = db.execute("SELECT owner FROM conversations WHERE id=?", (cid,)).fetchone()
-        if row is None:
-            db.execute("INSERT INTO conversations VALUES (?, ?, '', ?, ?)", (cid, owner, now, now))
-        elif row[0] != owner:
-            raise ConversationNotFound(f"no conversation '{cid}' for this owner")
+        db.execute(_INSERT, (uuid.uuid4().hex, owner, "", now, now, cid))
 
 
 def conversation_turns(store: Store, cid: str, owner: str = "") -> list[Turn]:
     """The turns of a conversation, oldest first."""
-    if not store._query("SELECT 1 FROM conversations WHERE id=? AND owner=?", (cid, owner)):
-        raise ConversationNotFound(f"no conversation '{cid}' for this owner")
     rows = store._query(
         "SELECT role, content, query, citations FROM conversation_turns WHERE conversation_id=? ORDER BY id",
-        (cid,),
+        (_row_id(store, cid, owner),),
     )
     return [Turn(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
 
-def add_turns(store: Store, cid: str, turns: list[Turn], keep: int) -> None:
+def add_turns(store: Store, cid: str, turns: list[Turn], keep: int, owner: str = "") -> None:
     """Append turns and keep only the newest `keep` of the conversation."""
     now = time.time()
+    cid = _row_id(store, cid, owner)
     with store._write() as db:
         db.executemany(
             "INSERT INTO conversation_turns (conversation_id, role, content, query, citations, created_at)"
@@ -111,7 +130,7 @@ def add_turns(store: Store, cid: str, turns: list[Turn], keep: int) -> None:
 
 def list_conversations(store: Store, owner: str = "", limit: int = 50) -> list[dict[str, Any]]:
     rows = store._query(
-        "SELECT id, title, created_at, updated_at FROM conversations WHERE owner=?"
+        "SELECT client_id, title, created_at, updated_at FROM conversations WHERE owner=?"
         " ORDER BY updated_at DESC LIMIT ?",
         (owner, limit),
     )
@@ -120,7 +139,8 @@ def list_conversations(store: Store, owner: str = "", limit: int = 50) -> list[d
 
 def delete_conversation(store: Store, cid: str, owner: str = "") -> bool:
     with store._write() as db:
-        return db.execute("DELETE FROM conversations WHERE id=? AND owner=?", (cid, owner)).rowcount > 0
+        deleted = db.execute("DELETE FROM conversations WHERE client_id=? AND owner=?", (cid, owner))
+        return deleted.rowcount > 0
 
 
 # -- answer cache ---------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def m007_chunk_section_starts(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE chunks ADD COLUMN section_starts TEXT NOT NULL DEFAULT '[]'")
 
 
-from .conversations import m003_conversations  # noqa: E402
+from .conversations import m003_conversations, m008_conversation_namespaces  # noqa: E402
 from .jobs import m002_jobs  # noqa: E402
 from .keys import m004_api_keys, m005_key_lineage  # noqa: E402
 from .ratelimits import m006_rate_limit_hits  # noqa: E402
@@ -115,4 +115,5 @@ MIGRATIONS: list[Migration] = [
     m005_key_lineage,
     m006_rate_limit_hits,
     m007_chunk_section_starts,
+    m008_conversation_namespaces,
 ]
