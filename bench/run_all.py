@@ -1,6 +1,6 @@
 """Run every benchmark, each in a fresh process, write bench/results/<name>.json and print one JSON object.
 
-Usage: python bench/run_all.py [--only indexing search_latency chroma_peer] [--quick] [--fresh]
+Usage: python bench/run_all.py [--only indexing search_latency chroma_peer mcp_latency] [--quick] [--fresh]
 Other flags are passed to every benchmark that accepts them (e.g. `--queries 200`).
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
-BENCHMARKS = ("indexing", "search_latency", "chroma_peer")
+BENCHMARKS = ("indexing", "search_latency", "chroma_peer", "mcp_latency")
 
 
 def accepted_flags(name: str) -> set[str]:
@@ -73,6 +73,13 @@ def summary(name: str, r: dict[str, Any]) -> dict[str, Any]:
         }
     if name == "chroma_peer":
         return {"chunks": r["settings"]["chunks"], **r["ratios_ours_over_chroma"]}
+    if name == "mcp_latency":
+        return {
+            "mcp_search": [r["mcp_search"]["p50_ms"], r["mcp_search"]["p99_ms"]],
+            "api_search": [r["api_search"]["p50_ms"], r["api_search"]["p99_ms"]],
+            "format": "[p50_ms, p99_ms]",
+            "ratio_mcp_over_api": r["ratio_mcp_over_api"],
+        }
     return {}
 
 

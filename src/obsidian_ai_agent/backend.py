@@ -24,6 +24,7 @@ from .api.middleware import CORS, BodyLimit, BodyTimeout, RequestContext, Timeou
 from .config import Settings, load_settings
 from .embeddings import Embedder
 from .engine import Engine
+from .mcp import http as mcp_http
 from .security import keys
 from .security.errors import Refused
 from .web import install_docs
@@ -79,7 +80,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             threading.Thread(target=watcher.run, name="watch", daemon=True).start()
         app.state.runner = runner
         try:
-            yield
+            async with mcp_http.serving(app, s, engine):  # the MCP session manager, for /mcp
+                yield
         finally:
             if watcher is not None:
                 watcher.stop()
@@ -109,6 +111,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     for router in routers:
         app.include_router(router)
+    app.router.routes.append(mcp_http.ROUTE)  # streamable HTTP, behind the same keys and limits
 
     # Added inside-out: the last one added is the outermost.
     app.add_middleware(Timeout, seconds=s.server.request_timeout)

@@ -156,3 +156,78 @@ class Engine:
             "vault": self.store.get_meta("vault_root"),
             "database": str(self.store.path),
         }
+
+    # -- notes one by one, for the MCP server (list_notes, read_note) ---------------------------------
+
+    def list_notes(
+        self,
+        *,
+        folder: str | None = None,
+        tag: str | None = None,
+        kind: str | None = None,
+        changed_since: float | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Indexed sources in path order after the path `after` (a page of at most `limit`): path, kind,
+        title, tags, modified (Unix seconds), size; filtered by folder, tag (nested tags too), kind and
+        modification at or after `changed_since`."""
+        return self.store.list_sources(
+            folder=folder, tag=tag, kind=kind, changed_since=changed_since, after=after, limit=limit
+        )
+
+    def find_note(self, note: str) -> str:
+        """The vault-relative path `note` means: a path ('Folder/Note.md') as given, once the path guard
+        passes it (PathRefused for '..', absolute paths, backslashes); else the one indexed note with that
+        file name, title or alias, as a [[wikilink]] finds it. FileNotFoundError when no note has the name,
+        ValueError when several do (the message lists them)."""
+        from .security.paths import SOURCE_SUFFIXES, check_relative
+
+        text = note.strip()
+        if not text:
+            raise ValueError("the note is empty; give a vault-relative path ('Folder/Note.md') or a name")
+        if "/" in text or "\\" in text or text.startswith(".") or text.lower().endswith(SOURCE_SUFFIXES):
+            check_relative(text, SOURCE_SUFFIXES)
+            if "/" in text or self.store.source_by_path(text) is not None:
+                return text
+        paths = self.store.sources_named(text)
+        if len(paths) == 1:
+            return paths[0]
+        if not paths:
+            raise FileNotFoundError(
+                f"no note named '{text}' in the index; give its vault-relative path ('Folder/Note.md'), "
+                "or find it with search or list_notes"
+            )
+        shown = ", ".join(f"'{p}'" for p in paths[:10]) + (" ..." if len(paths) > 10 else "")
+        raise ValueError(f"'{text}' names {len(paths)} notes: {shown}; give the path of the one you mean")
+
+    def read_note(self, path: str) -> dict[str, Any]:
+        """A note's Markdown as the vault holds it now, with what the index knows of it (title, aliases,
+        tags, frontmatter, modified). The path passes the vault path guard (PathRefused: '..', absolute
+        paths, reserved folders, excluded files, symlinks out of the vault); FileNotFoundError when the
+        vault has no such note."""
+        from .notes.markdown import decode
+        from .search import obsidian_link
+        from .security.paths import NOTE_SUFFIXES, vault_path
+
+        s = self.settings
+        target = vault_path(self.vault_root(), path, NOTE_SUFFIXES, include=s.include, exclude=s.exclude)
+        try:
+            raw = target.path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(
+                f"no note '{target.rel}' in the vault; find notes with search or list_notes"
+            ) from None
+        text, _ = decode(raw)
+        record = self.store.source_record(target.rel) or {}
+        return {
+            "path": target.rel,
+            "title": record.get("title") or Path(target.rel).stem,
+            "aliases": record.get("aliases", []),
+            "tags": record.get("tags", []),
+            "frontmatter": record.get("frontmatter", {}),
+            "modified": target.path.stat().st_mtime,
+            "indexed": bool(record),
+            "link": obsidian_link(self.vault_name, target.rel),
+            "text": text,
+        }

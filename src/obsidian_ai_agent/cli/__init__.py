@@ -434,6 +434,7 @@ def eval_questions_cmd(
 from . import answers as _answers  # noqa: E402, F401
 from . import jobs as _jobs  # noqa: E402, F401
 from . import keys as _keys  # noqa: E402, F401
+from . import mcp as _mcp  # noqa: E402, F401
 
 
 def main() -> None:

@@ -597,3 +597,91 @@ class Store:
     def quick_check(self) -> str:
         """`PRAGMA quick_check`: the structural checks, without the slower index cross-checks."""
         return str(self._query("PRAGMA quick_check")[0][0])
+
+    # -- notes by listing and by name (the MCP server's list_notes and read_note) --------------------
+
+    def list_sources(
+        self,
+        *,
+        folder: str | None = None,
+        tag: str | None = None,
+        kind: str | None = None,
+        changed_since: float | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Sources in path order after `after` (keyset paging: a page costs the same deep in a big vault),
+        filtered as `filter_source_ids` does and by modification time (the file's, else when it was
+        indexed) at or after `changed_since` (Unix seconds). At most `limit` rows."""
+        sql = (
+            "SELECT path, kind, title, tags, COALESCE(mtime_ns / 1e9, indexed_at) AS modified, size"
+            " FROM sources WHERE 1=1"
+        )
+        params: list[Any] = []
+        if folder and folder.strip("/"):
+            prefix = folder.strip("/") + "/"
+            sql += " AND substr(path, 1, ?) = ?"
+            params += [len(prefix), prefix]
+        if kind:
+            sql += " AND kind = ?"
+            params.append(kind)
+        if tag:
+            t = tag.lstrip("#").lower()
+            sql += " AND id IN (SELECT source_id FROM source_tags WHERE tag = ? OR substr(tag, 1, ?) = ?)"
+            params += [t, len(t) + 1, t + "/"]
+        if changed_since is not None:
+            sql += " AND COALESCE(mtime_ns / 1e9, indexed_at) >= ?"
+            params.append(changed_since)
+        if after is not None:
+            sql += " AND path > ?"
+            params.append(after)
+        sql += " ORDER BY path LIMIT ?"
+        params.append(limit)
+        return [
+            {
+                "path": r[0],
+                "kind": r[1],
+                "title": r[2],
+                "tags": json.loads(r[3]),
+                "modified": float(r[4]) if r[4] is not None else None,
+                "size": r[5],
+            }
+            for r in self._query(sql, params)
+        ]
+
+    def sources_named(self, name: str) -> list[str]:
+        """Paths of the sources a name means, as `[[name]]` would in Obsidian: by file name (case-insensitive,
+        `.md` optional); failing that, by title or alias (case-insensitive)."""
+        by_file = self._query("SELECT path FROM sources WHERE name_key = ? ORDER BY path", (name_key(name),))
+        if by_file:
+            return [r[0] for r in by_file]
+        low = name.strip().lower()
+        rows = self._query(
+            "SELECT path FROM sources WHERE lower(title) = ?"
+            " OR EXISTS (SELECT 1 FROM json_each(aliases) WHERE lower(value) = ?) ORDER BY path",
+            (low, low),
+        )
+        return [r[0] for r in rows]
+
+    def source_record(self, path: str) -> dict[str, Any] | None:
+        """What the index holds about one source besides its chunks: title, kind, aliases, tags, frontmatter,
+        modification time, size, content hash."""
+        rows = self._query(
+            "SELECT path, kind, title, aliases, tags, frontmatter, COALESCE(mtime_ns / 1e9, indexed_at),"
+            " size, content_hash FROM sources WHERE path = ?",
+            (path,),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return {
+            "path": r[0],
+            "kind": r[1],
+            "title": r[2],
+            "aliases": json.loads(r[3]),
+            "tags": json.loads(r[4]),
+            "frontmatter": json.loads(r[5]),
+            "modified": float(r[6]) if r[6] is not None else None,
+            "size": r[7],
+            "content_hash": r[8],
+        }
