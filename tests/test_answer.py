@@ -189,3 +189,26 @@ def test_the_cli_asks_prints_json_and_clears_the_cache(example: tuple[Engine, Pa
     assert json.loads(cleared.stdout)["removed"] >= 2
     bad = _run("ask", "x", "--provider", "gpt", data=data)
     assert bad.returncode == 2 and "unknown provider 'gpt'" in bad.stderr
+
+
+def test_the_sentences_one_worker_embedded_for_an_answer_are_not_embedded_again_by_another(
+    example: tuple[Engine, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, _ = example
+    question = "How do I make a task repeat every week?"
+    first = Answerer(engine.searcher, LLMSettings())
+    answer = first.ask(question)
+    assert answer.mode == "extractive" and answer.citations
+    stored = engine.store._query("SELECT COUNT(*) FROM unit_vectors")[0][0]
+    assert stored > 0
+    # Another worker: its own engine and memory on the same database; the model is only asked for the
+    # query, never for the sentences.
+    with Engine(engine.settings, embedder=engine.embedder) as other:
+        calls: list[int] = []
+        real = other.embedder.embed_short
+        monkeypatch.setattr(
+            other.embedder, "embed_short", lambda texts: calls.append(len(texts)) or real(texts)
+        )
+        again = Answerer(other.searcher, LLMSettings()).ask(question)
+    assert again.text == answer.text and calls == []
+    assert engine.store._query("SELECT COUNT(*) FROM unit_vectors")[0][0] == stored

@@ -11,7 +11,9 @@ sources it cites (grounding.py).
 
 from __future__ import annotations
 
+import logging
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -21,15 +23,19 @@ import numpy as np
 
 from .cache import Cache, cache_key
 from .config import AnswerSettings, LLMSettings
+from .embeddings import SHORT_TOKENS
 from .extract import MAX_WORDS, Unit, UnitVectors, answer_words, render, select, units_of, with_next
 from .grounding import Repetition, Sentence, bounded, check, mark
 from .llm import LLM, LLMError, Message, get_llm
 from .relevance import Relevance, unknown_words
 from .search import Searcher, SearchResult, obsidian_link, query_terms
+from .store import StoreError, unitvectors
 from .store import conversations as convo
 
+log = logging.getLogger("obsidian_ai_agent.answer")
+
 PROMPT_VERSION = "1"
-EXTRACT_VERSION = "2"
+EXTRACT_VERSION = "3"
 """Bumped when extracts are built differently, so cached answers of the old kind are not served."""
 
 SYSTEM_PROMPT = (
@@ -202,7 +208,32 @@ class Answerer:
         self.cache = cache
         self._llm = llm
         self._llm_error: LLMError | None = None
-        self.unit_vectors = UnitVectors(searcher.embedder.embed)
+        self.unit_vectors = self._unit_vectors()
+
+    def _unit_vectors(self) -> UnitVectors:
+        """Unit vectors in memory, behind them the index database (shared by workers, kept over restarts);
+        a database that cannot be written (read-only data directory) only costs the sharing."""
+        embedder, store, kept = self.searcher.embedder, self.store, self.answer_settings.unit_vectors_kept
+        if not kept:
+            return UnitVectors(embedder.embed_short)
+        space = f"{embedder.model_id}:{SHORT_TOKENS}"
+
+        def load(texts: list[str]) -> dict[str, np.ndarray]:
+            keys = {unitvectors.digest(space, t): t for t in texts}
+            try:
+                found = unitvectors.load(store, list(keys))
+            except (sqlite3.Error, StoreError) as e:
+                log.warning("unit vectors could not be read from the index: %s", e)
+                return {}
+            return {keys[d]: v for d, v in found.items()}
+
+        def save(vectors: dict[str, np.ndarray]) -> None:
+            try:
+                unitvectors.save(store, {unitvectors.digest(space, t): v for t, v in vectors.items()}, kept)
+            except (sqlite3.Error, StoreError) as e:
+                log.info("unit vectors not kept in the index (%s); they stay in memory", e)
+
+        return UnitVectors(embedder.embed_short, load=load, save=save)
 
     @property
     def llm(self) -> LLM | None:

@@ -203,6 +203,9 @@ class AnswerSettings(_Section):
     """A whole answer, generation included, takes at most this long; a longer generation is cut off."""
     min_supported_similarity: float = Field(default=0.5, ge=-1, le=1)
     """A generated sentence is supported when some unit of a source it cites is at least this close."""
+    unit_vectors_kept: int = Field(default=200_000, ge=0, le=100_000_000)
+    """Vectors of answer sentences kept in the index database (768 bytes each), shared by the workers
+    and kept over restarts; 0 keeps them in each process's memory only."""
 
 
 class CacheSettings(_Section):
@@ -211,6 +214,12 @@ class CacheSettings(_Section):
     """`sqlite`: a table in the index database, shared by every process on it (CLI and server);
     `memory`: this process only."""
     max_entries: int = Field(default=2000, ge=1, le=10_000_000)
+
+
+class McpSettings(_Section):
+    write_tools: bool = False
+    """Offer the MCP tools that change the vault (`write_note`, `append_to_note`); over HTTP only to keys
+    with the write scope."""
 
 
 DEFAULT_CORS = ["app://obsidian.md", "capacitor://localhost", "http://localhost"]
@@ -389,6 +398,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     redis_url: SecretStr | None = None

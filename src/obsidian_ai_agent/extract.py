@@ -282,24 +282,43 @@ def units_of(
 
 
 class UnitVectors:
-    """Embeddings of units, kept by text: the same notes answer many questions (bounded, thread-safe)."""
+    """Embeddings of units, kept by text: the same notes answer many questions (bounded, thread-safe).
+    Behind the memory, an optional shared layer (`load`, `save`: the index database), consulted before
+    the model and given what the model embedded."""
 
-    def __init__(self, embed: Callable[[list[str]], np.ndarray], size: int = 20_000) -> None:
+    def __init__(
+        self,
+        embed: Callable[[list[str]], np.ndarray],
+        size: int = 20_000,
+        *,
+        load: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
+        save: Callable[[dict[str, np.ndarray]], None] | None = None,
+    ) -> None:
         self._embed = embed
         self._size = size
+        self._load, self._save = load, save
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _fill(self, missing: list[str]) -> None:
+        found = self._load(missing) if self._load is not None else {}
+        new = [t for t in missing if t not in found]
+        if new:
+            vecs = {t: np.asarray(v, dtype=np.float32) for t, v in zip(new, self._embed(new), strict=True)}
+            if self._save is not None:
+                self._save(vecs)
+            found = {**found, **vecs}
+        with self._lock:
+            for t in missing:
+                self._cache[t] = found[t]
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
 
     def get(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            vecs = self._embed(missing)
-            with self._lock:
-                for t, v in zip(missing, vecs, strict=True):
-                    self._cache[t] = np.asarray(v, dtype=np.float32)
-                while len(self._cache) > self._size:
-                    self._cache.popitem(last=False)
+            self._fill(missing)
         with self._lock:
             out = []
             for t in texts:
@@ -358,9 +377,11 @@ def _score(
     n = len(candidates)
     idf = [math.log(1 + n / (1 + sum(1 for low in lows if s in low))) for s in stems]
     total_idf = sum(idf) or 1.0
-    sims = vectors.get([u.embed_text for _, u in candidates]) @ qvec
-    headings = sorted({" › ".join(u.heading_path[-2:]) for _, u in candidates})
-    hsims = dict(zip(headings, vectors.get(headings) @ qvec, strict=True)) if headings else {}
+    headings = sorted({" › ".join(u.heading_path[-2:]) for _, u in candidates} - {""})
+    # One model call for the units and their headings: each call waits its turn under load.
+    all_sims = vectors.get([u.embed_text for _, u in candidates] + headings) @ qvec
+    sims = all_sims[: len(candidates)]
+    hsims = dict(zip(headings, all_sims[len(candidates) :], strict=True))
     howto = is_howto(question)
     scored: list[Scored] = []
     for (src, u), low, sim in zip(candidates, lows, sims, strict=True):

@@ -57,3 +57,39 @@ def test_the_model_runs_one_batch_at_a_time_queries_first_and_large_calls_in_arr
         "large-3",
     ]
     assert order[:2] == ["large-0", "query"] or order.count("large-0") == 3
+
+
+def test_a_large_call_is_not_starved_by_a_steady_stream_of_queries() -> None:
+    """Four threads take the gate for queries back to back (as searches under load do); a large call
+    (an answer's sentences) must still get its turn while they go on, not only once they stop."""
+    gate = EncodeGate()
+    stop = threading.Event()
+    queries = 0
+
+    def search() -> None:
+        nonlocal queries
+        while not stop.is_set():
+            with gate(1):
+                time.sleep(0.01)
+                queries += 1
+
+    threads = [threading.Thread(target=search) for _ in range(4)]
+    for t in threads:
+        t.start()
+    done = threading.Event()
+
+    def answer() -> None:
+        with gate.call() as ticket, gate(24, ticket):
+            done.set()
+
+    try:
+        time.sleep(0.1)
+        threading.Thread(target=answer, daemon=True).start()
+        got_in = done.wait(timeout=30)
+        during = queries
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert got_in, "the large call waited until every query had stopped"
+    assert during > 0 and queries > during  # queries ran before and after it: it shared, not stalled them

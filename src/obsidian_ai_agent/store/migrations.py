@@ -105,6 +105,7 @@ from .conversations import m003_conversations, m008_conversation_namespaces  # n
 from .jobs import m002_jobs  # noqa: E402
 from .keys import m004_api_keys, m005_key_lineage  # noqa: E402
 from .ratelimits import m006_rate_limit_hits  # noqa: E402
+from .unitvectors import m009_unit_vectors  # noqa: E402
 
 # Append only: a migration's place in this list is its number.
 MIGRATIONS: list[Migration] = [
@@ -116,4 +117,5 @@ MIGRATIONS: list[Migration] = [
     m006_rate_limit_hits,
     m007_chunk_section_starts,
     m008_conversation_namespaces,
+    m009_unit_vectors,
 ]
