@@ -38,7 +38,12 @@ def test_anything_an_answer_depends_on_changes_the_key(change: dict[str, Any]) -
 
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
-def test_each_backend_is_bounded_and_drops_the_least_recently_used(tmp_path: Path, backend: str) -> None:
+def test_each_backend_is_bounded_and_drops_the_least_recently_used(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from obsidian_ai_agent.store import conversations
+
+    monkeypatch.setattr(conversations, "TOUCH_EVERY", -1.0)  # every hit counts as a use, here
     with Store(tmp_path / "index.sqlite") as store:
         cache = make_cache(CacheSettings(backend=backend, max_entries=3), store)  # type: ignore[arg-type]
         for i in range(3):
@@ -58,6 +63,21 @@ def test_the_sqlite_cache_is_shared_by_every_process_on_the_index(tmp_path: Path
     with Store(tmp_path / "index.sqlite") as a, Store(tmp_path / "index.sqlite") as b:
         Cache(SqliteBackend(a, 10)).set("search:k", {"results": []})
         assert Cache(SqliteBackend(b, 10)).get("search:k") == {"results": []}
+
+
+def test_a_sqlite_cache_hit_writes_its_use_at_most_once_a_minute(tmp_path: Path) -> None:
+    """Each write waits for the database's write lock, which every worker shares: hits read only."""
+    with Store(tmp_path / "index.sqlite") as store:
+        cache = Cache(SqliteBackend(store, 10))
+        cache.set("answer:k", {"x": 1})
+        writes: list[int] = []
+        store._db.set_trace_callback(lambda sql: writes.append(1) if sql.startswith("UPDATE") else None)
+        for _ in range(20):
+            assert cache.get("answer:k") == {"x": 1}
+        assert writes == []
+        store._db.execute("UPDATE answer_cache SET used_at = used_at - 120")
+        writes.clear()
+        assert cache.get("answer:k") == {"x": 1} and len(writes) == 1
 
 
 def test_a_disabled_cache_stores_nothing() -> None:

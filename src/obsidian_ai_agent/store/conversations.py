@@ -146,12 +146,19 @@ def delete_conversation(store: Store, cid: str, owner: str = "") -> bool:
 # -- answer cache ---------------------------------------------------------------------------------
 
 
+# A hit refreshes its entry's place in the least-recently-used order at most this often: a write per hit
+# made every cached answer queue for the database's write lock under load.
+TOUCH_EVERY = 60.0
+
+
 def cache_get(store: Store, key: str) -> str | None:
-    rows = store._query("SELECT value FROM answer_cache WHERE key=?", (key,))
+    rows = store._query("SELECT value, used_at FROM answer_cache WHERE key=?", (key,))
     if not rows:
         return None
-    with store._write() as db:
-        db.execute("UPDATE answer_cache SET used_at=? WHERE key=?", (time.time(), key))
+    now = time.time()
+    if now - float(rows[0][1]) > TOUCH_EVERY:
+        with store._write() as db:
+            db.execute("UPDATE answer_cache SET used_at=? WHERE key=?", (now, key))
     return str(rows[0][0])
 
 

@@ -93,7 +93,10 @@ class SourceInfo:
 
 
 class Store:
-    """Named operations on the index database. Safe to share between threads (one connection, a lock)."""
+    """Named operations on the index database. Safe to share between threads: writes go one at a time
+    through one connection; reads run on a connection per thread, side by side (WAL), so a search never
+    waits behind a write queued on another process's write lock. A read inside a write transaction uses
+    the writing connection, and sees the transaction's rows."""
 
     def __init__(self, path: Path, *, allow_new: bool = False) -> None:
         """Open (or create) the index at `path`. An existing file that is empty or not a database is
@@ -102,6 +105,8 @@ class Store:
         self.path = Path(path)
         _make_private_dir(self.path.parent)
         self._lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         try:
             self._open()
         except DatabaseDamaged as e:
@@ -147,6 +152,27 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """This thread's read connection; None when none can be opened (then reads share the writer's)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if conn is None and not getattr(self._local, "no_reader", False):
+            try:
+                conn = sqlite3.connect(
+                    str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute("PRAGMA query_only=ON")
+            except sqlite3.Error:
+                self._local.no_reader = True
+                return None
+            self._local.db = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
 
     def __enter__(self) -> Store:
         return self
@@ -194,36 +220,51 @@ class Store:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE so concurrent writers queue instead of deadlocking."""
         with self._lock:
+            self._local.writing = getattr(self._local, "writing", 0) + 1
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-                else:
-                    self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as e:
-                translated = self._translate(e)
-                if translated is e:
-                    raise
+                with self._transaction() as db:
+                    yield db
+            finally:
+                self._local.writing -= 1
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
                 if self._db.in_transaction:
-                    with suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                raise translated from e
+                    self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            translated = self._translate(e)
+            if translated is e:
+                raise
+            if self._db.in_transaction:
+                with suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise translated from e
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        reader = None if getattr(self._local, "writing", 0) else self._reader()
+        if reader is not None:
+            return self._fetch(reader, sql, params)
         with self._lock:
-            try:
-                cur = self._db.execute(sql, params)
-                cur.row_factory = sqlite3.Row
-                return cur.fetchall()
-            except sqlite3.DatabaseError as e:
-                translated = self._translate(e)
-                if translated is e:
-                    raise
-                raise translated from e
+            return self._fetch(self._db, sql, params)
+
+    def _fetch(self, db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        try:
+            cur = db.execute(sql, params)
+            cur.row_factory = sqlite3.Row
+            return cur.fetchall()
+        except sqlite3.DatabaseError as e:
+            translated = self._translate(e)
+            if translated is e:
+                raise
+            raise translated from e
 
     def _migrate(self) -> None:
         with self._write() as db:
