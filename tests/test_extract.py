@@ -49,6 +49,14 @@ def test_a_code_block_is_one_unit_kept_whole_with_its_introduction() -> None:
     assert code.display() == f"Write the field like this:\n```text\n{line}\n```"
 
 
+def test_a_paragraph_after_a_sentence_ending_in_a_colon_is_what_that_sentence_introduces() -> None:
+    path = DEMO / "Manual Testing" / "README - Manual Testing.md"
+    units = units_of(path.read_text("utf-8"), [], 1)
+    pattern = next(u for u in units if u.text == "`[issue number] - [brief summary]`")
+    assert pattern.intro.endswith("please name the file like this:")
+    assert next(u for u in units if u.text == "Thank you.").intro == ""
+
+
 def test_an_example_of_a_fenced_block_is_shown_inside_a_longer_fence() -> None:
     text = "Example:\n\n    ```tasks\n    not done\n    ```\n"
     code = next(u for u in units_of(text, [], 1) if u.kind == "code")

@@ -98,6 +98,12 @@ def test_the_dataview_due_date_answer_shows_the_syntax_line_whole(demo: Engine) 
     assert "Formats/Dataview Format.md" in {c.path for c in answer.citations}
 
 
+def test_the_file_naming_answer_shows_the_pattern_its_sentence_introduces(demo: Engine) -> None:
+    q = "How should I name a file in the Manual Testing folder that tests a single issue?"
+    answer = Answerer(demo.searcher, LLMSettings()).ask(q)
+    assert "please name the file like this: `[issue number] - [brief summary]`" in answer.text
+
+
 DEMO_QUESTIONS = [
     "How often do I need to take out the trash?",
     "What Python script creates the files for stress testing?",

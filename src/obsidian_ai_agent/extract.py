@@ -273,11 +273,22 @@ def units_of(
                     if item and not _is_noise(item):
                         add(Unit(item[:500], "item", here(), line, 0, intro=lead))
                 continue
+            # A paragraph after "... like this:" is what that sentence introduces (a pattern, an example).
+            lead = intro()
             for n, s in enumerate(_SENTENCE.split(clean_inline(content))):
                 s = s.strip()
                 # A chunk that starts inside a paragraph (chunks overlap) starts with half a sentence.
                 if s and not _is_noise(s) and not (fragment and n == 0):
-                    add(Unit(s[:500], "sentence", here(), line, 0))
+                    add(
+                        Unit(
+                            s[:500],
+                            "sentence",
+                            here(),
+                            line,
+                            0,
+                            intro=lead if n == 0 and len(s) < 300 else "",
+                        )
+                    )
     return units
 
 
