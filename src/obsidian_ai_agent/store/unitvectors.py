@@ -49,3 +49,9 @@ def save(store: Store, items: dict[str, np.ndarray], max_entries: int) -> None:
                 " (SELECT rowid FROM unit_vectors ORDER BY rowid LIMIT ?)",
                 (over,),
             )
+
+
+def clear(store: Store) -> int:
+    """Forget every kept vector (they are embedded again when next needed); how many there were."""
+    with store._write() as db:
+        return int(db.execute("DELETE FROM unit_vectors").rowcount)
