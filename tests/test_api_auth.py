@@ -204,6 +204,20 @@ def test_health_and_a_cors_preflight_need_no_key(service: Any) -> None:
     assert "authorization" in r.headers["access-control-allow-headers"].lower()
 
 
+def test_a_cors_preflight_to_mcp_allows_the_mcp_headers(service: Any) -> None:
+    r = service.options(
+        "/mcp",
+        headers={
+            "Origin": "app://obsidian.md",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,mcp-protocol-version,mcp-session-id",
+        },
+    )
+    assert r.status_code == 200, r.text
+    allowed = r.headers["access-control-allow-headers"].lower()
+    assert "mcp-protocol-version" in allowed and "mcp-session-id" in allowed
+
+
 def test_bearer_and_x_api_key_headers_both_work(service: Any) -> None:
     body = {"query": "due date", "k": 2}
     assert service.post("/api/search", json=body, headers=bearer(service.admin_key)).status_code == 200

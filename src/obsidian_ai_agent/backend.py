@@ -32,6 +32,9 @@ from .web import install_docs
 log = logging.getLogger("obsidian_ai_agent.api")
 
 UPLOAD_PATHS = ("/api/index_pdf",)
+API_HEADERS = ("Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "Accept")
+# So that a client in a web page can speak MCP's streamable HTTP to /mcp.
+MCP_HEADERS = ("Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-ID")
 
 
 def _share_cores(s: Settings) -> None:
@@ -79,10 +82,17 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             watcher = Watcher(engine, s.vault, runner)
             threading.Thread(target=watcher.run, name="watch", daemon=True).start()
         app.state.runner = runner
+        scheduler = None
+        if s.backup.schedule and runner is not None:
+            from .ops.backup import BackupScheduler
+
+            scheduler = BackupScheduler(engine).start()
         try:
             async with mcp_http.serving(app, s, engine):  # the MCP session manager, for /mcp
                 yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             if watcher is not None:
                 watcher.stop()
             if runner is not None:
@@ -128,8 +138,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         CORS,
         allow_origins=s.server.cors_origins,
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "Accept"],
+        allow_headers=[*API_HEADERS, *MCP_HEADERS],
         expose_headers=[
+            "Mcp-Session-Id",
             "X-Request-ID",
             "Retry-After",
             "X-RateLimit-Limit",

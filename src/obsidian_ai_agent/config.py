@@ -231,6 +231,8 @@ class AuthSettings(_Section):
     """Switch API keys off; refused unless `server.host` is a loopback address."""
     rotation_grace: float = Field(default=3600.0, ge=0)
     """Seconds in which a rotated key's old value still works beside the new one."""
+    key_max_age_days: int = Field(default=90, ge=1, le=36500)
+    """The rotation policy: `doctor` fails on an active key older than this many days."""
 
 
 class RateLimitSettings(_Section):
@@ -349,6 +351,16 @@ class ServerSettings(_Section):
         return v
 
 
+class BackupSettings(_Section):
+    """Scheduled backups (`obsidian-ai-agent backup` makes one by hand)."""
+
+    schedule: int = Field(default=0, ge=0)
+    """Seconds between scheduled backups, taken by the service as `backup` jobs into
+    `<data dir>/backups/` (86400: daily); 0: none."""
+    keep: int = Field(default=7, ge=1, le=100_000)
+    """How many archives a scheduled backup leaves in `<data dir>/backups/` (the oldest go first)."""
+
+
 class LoggingSettings(_Section):
     file: Path | None = None
     """JSON log lines go here as well as to stderr (relative paths are under the data dir)."""
@@ -401,6 +413,7 @@ class Settings(BaseSettings):
     mcp: McpSettings = Field(default_factory=McpSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     redis_url: SecretStr | None = None
     """`redis://host:port/db`: rate-limit counters shared by every worker and replica (else in memory)."""
 

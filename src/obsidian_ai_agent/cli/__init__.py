@@ -435,6 +435,7 @@ from . import answers as _answers  # noqa: E402, F401
 from . import jobs as _jobs  # noqa: E402, F401
 from . import keys as _keys  # noqa: E402, F401
 from . import mcp as _mcp  # noqa: E402, F401
+from . import ops as _ops  # noqa: E402, F401
 
 
 def main() -> None:

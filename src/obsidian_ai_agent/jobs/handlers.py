@@ -128,6 +128,13 @@ def _fetch_page(ctx: JobContext, url: str) -> WebPage:
         return page
 
 
+def backup(ctx: JobContext) -> dict[str, Any]:
+    """A backup into `<data dir>/backups/`, then retention (`backup.keep`): the scheduled kind."""
+    from ..ops.backup import scheduled_backup  # ops/ sits above jobs/: imported only when one runs
+
+    return scheduled_backup(ctx.engine.settings).to_dict()
+
+
 def _add(total: IndexReport, r: IndexReport) -> None:
     for key in ("indexed", "unchanged", "removed", "moved", "chunks_embedded", "chunks_reused"):
         setattr(total, key, getattr(total, key) + getattr(r, key))
@@ -146,6 +153,7 @@ HANDLERS: dict[str, Handler] = {
     "delete_note": delete_note,
     "index_pdf": index_pdf,
     "index_web": index_web,
+    "backup": backup,
 }
 
 

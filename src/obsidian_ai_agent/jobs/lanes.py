@@ -7,7 +7,7 @@ import random
 from ..config import LaneSettings, Settings
 from ..store.jobs import LaneLimit
 
-KINDS = ("reindex", "upsert_note", "delete_note", "index_pdf", "index_web")
+KINDS = ("reindex", "upsert_note", "delete_note", "index_pdf", "index_web", "backup")
 
 
 def lane_for(

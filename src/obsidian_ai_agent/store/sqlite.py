@@ -18,6 +18,7 @@ import numpy as np
 
 from ..notes.model import ParsedSource
 from .migrations import MIGRATIONS
+from .snapshot import copy_before_migration
 
 
 class StoreError(Exception):
@@ -267,6 +268,7 @@ class Store:
             raise translated from e
 
     def _migrate(self) -> None:
+        copy_before_migration(self.path)  # an older index is copied aside before it is changed
         with self._write() as db:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
