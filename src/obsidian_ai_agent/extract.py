@@ -279,16 +279,8 @@ def units_of(
                 s = s.strip()
                 # A chunk that starts inside a paragraph (chunks overlap) starts with half a sentence.
                 if s and not _is_noise(s) and not (fragment and n == 0):
-                    add(
-                        Unit(
-                            s[:500],
-                            "sentence",
-                            here(),
-                            line,
-                            0,
-                            intro=lead if n == 0 and len(s) < 300 else "",
-                        )
-                    )
+                    introduced = lead if n == 0 and len(s) < 300 else ""
+                    add(Unit(s[:500], "sentence", here(), line, 0, intro=introduced))
     return units
 
 
