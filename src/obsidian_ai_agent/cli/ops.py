@@ -1,4 +1,4 @@
-"""Commands for operating an install: backup (and backup verify), restore, doctor."""
+"""Commands for operating an install: backup (and backup verify), restore, doctor, smoke."""
 
 from __future__ import annotations
 
@@ -147,6 +147,49 @@ def doctor(as_json: JsonOpt = False) -> None:
             out.print(styled((f"{word:<4}", style), f" {c.name}: {c.reason}"))
             if c.fix and c.status in ("warn", "fail"):
                 out.print(styled(("     fix: ", "dim"), c.fix))
+        counts = report.to_dict()["counts"]
+        out.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def smoke(
+    url: Annotated[str, typer.Option("--url", help="The running server, e.g. https://notes.example.org.")],
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            envvar="OBSIDIAN_AI_AGENT_KEY",
+            show_envvar=True,
+            help="An API key (write or admin scope "
+            "checks the most); never printed. Env keeps it out of the process list.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=10_000, help="Requests sent at once in the load check.")
+    ] = 100,
+    web_url: Annotated[
+        str | None, typer.Option("--web-url", help="Also index this page through /api/index_web.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Post-deployment checks against a running server: routes and their shapes, a note written, found
+    and removed (read keys: one found again), the answer cache, the job runner, SLA timings and a burst
+    of concurrent requests; exit 1 on any fail. It leaves the operator's data as it found it.
+
+    Example: OBSIDIAN_AI_AGENT_KEY=$(cat admin.key) obsidian-ai-agent smoke --url http://127.0.0.1:8000
+    """
+    from ..ops.smoke import run_smoke
+
+    report = run_smoke(url, key, concurrency=concurrency, web_url=web_url)
+    if as_json:
+        emit(report.to_dict())
+    else:
+        out.print(f"smoke tests against {report.url}")
+        for c in report.checks:
+            word, style = _MARKS[c.status]
+            out.print(styled((f"{word:<4}", style), f" {c.name}: {c.reason}"))
         counts = report.to_dict()["counts"]
         out.print(", ".join(f"{n} {s}" for s, n in counts.items()))
     if not report.ok:
