@@ -17,7 +17,7 @@ LLAMA_WHEELS := $(HOME)/.cache/obsidian-ai-agent/llama-cpp-$(shell echo '$(CMAKE
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean plugin plugin-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,10 +44,19 @@ test: lint
 	command -v redis-server >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 	command -v promtool >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); $$S apt-get update -qq && $$S env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) plugin-test
+
+# The Obsidian plugin (plugin/): main.js from the locked dependencies.
+plugin:
+	cd plugin && npm ci --no-audit --no-fund && npm run build
+
+# Lint, type-check, build and test the plugin; its tests start the real server from .venv (see `install`).
+plugin-test: install
+	cd plugin && npm ci --no-audit --no-fund && npm run lint && npx tsc --noEmit && npm run build && npm test
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache plugin/node_modules plugin/main.js

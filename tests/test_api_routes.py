@@ -3,6 +3,7 @@ model and a real index."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -355,6 +356,32 @@ def test_conversation_ids_are_per_key_so_no_key_can_read_or_claim_another_keys(s
     for extra in ({}, {"stream": True}):
         r = service.client.post("/api/ask", json={**follow, **extra}, headers=other)
         assert r.status_code == 200 and "repeat" not in r.text
+
+
+# -- notes ----------------------------------------------------------------------------------------
+
+
+def test_the_notes_manifest_gives_each_indexed_path_the_sha256_of_its_bytes(service: Service) -> None:
+    client, vault = service.client, service.vault
+    assert client.get("/api/notes/manifest", headers=service.reader).status_code == 403
+    r = client.get("/api/notes/manifest", headers=service.admin)
+    assert r.status_code == 200, r.text
+    manifest = r.json()
+    on_disk = {p.relative_to(vault).as_posix(): p for p in vault.rglob("*.md")}
+    assert manifest and set(manifest) <= set(on_disk)
+    for rel, digest in manifest.items():
+        assert digest == hashlib.sha256(on_disk[rel].read_bytes()).hexdigest(), rel
+    # A pushed note is in the next manifest with the hash of what was sent.
+    body = "# Pushed\n\nA note the plugin sent.\n"
+    put = client.put(
+        "/api/notes/Inbox/Pushed.md?wait=true",
+        content=body.encode(),
+        headers={**service.admin, "Content-Type": "text/markdown"},
+    )
+    assert put.status_code == 200, put.text
+    after = client.get("/api/notes/manifest", headers=service.admin).json()
+    assert after["Inbox/Pushed.md"] == hashlib.sha256(body.encode()).hexdigest()
+    assert {k: v for k, v in after.items() if k != "Inbox/Pushed.md"} == manifest
 
 
 # -- jobs -----------------------------------------------------------------------------------------

@@ -231,3 +231,8 @@ class Engine:
             "link": obsidian_link(self.vault_name, target.rel),
             "text": text,
         }
+
+    def manifest(self) -> dict[str, str]:
+        """Vault-relative path -> sha256 of the bytes indexed, for every note and PDF in the index: what a
+        syncing client compares with its own files to push only the differences."""
+        return {path: st.content_hash for path, st in sorted(self.store.source_states().items())}

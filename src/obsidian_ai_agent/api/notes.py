@@ -126,6 +126,13 @@ async def _finish(engine: Engine, job_id: int, wait: bool, response: Response, r
     return await run_sync(lambda: accepted(engine, job_id, path=rel))
 
 
+@router.get("/api/notes/manifest", response_model=dict[str, str], dependencies=[require("write")])
+async def notes_manifest(engine: EngineDep) -> dict[str, str]:
+    """Every indexed note's path with the sha256 of its content: the Obsidian plugin fetches this once
+    on start and pushes only the notes whose hash differs."""
+    return await run_sync(engine.manifest)
+
+
 @router.put(
     "/api/notes/{path:notepath}",
     status_code=202,

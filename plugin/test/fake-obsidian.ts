@@ -1,0 +1,298 @@
+/** A fake of the `obsidian` module, built from the public obsidian.d.ts: only what the plugin uses.
+ * `requestUrl` is real HTTP (through fetch), so the client is tested against the real server. */
+
+export interface RequestUrlParam {
+  url: string;
+  method?: string;
+  contentType?: string;
+  body?: string | ArrayBuffer;
+  headers?: Record<string, string>;
+  throw?: boolean;
+}
+
+export const requests: RequestUrlParam[] = [];
+// Obsidian's requestUrl is not the page's fetch: a test that stubs fetch (no streaming) keeps this one.
+const realFetch = globalThis.fetch;
+
+export async function requestUrl(request: RequestUrlParam | string) {
+  const r: RequestUrlParam = typeof request === "string" ? { url: request } : request;
+  requests.push(r);
+  const headers: Record<string, string> = { ...(r.headers ?? {}) };
+  if (r.contentType) headers["Content-Type"] = r.contentType;
+  const response = await realFetch(r.url, { method: r.method ?? "GET", headers, body: r.body });
+  const text = await response.text();
+  const result = {
+    status: response.status,
+    headers: Object.fromEntries(response.headers.entries()),
+    text,
+    get json() {
+      return JSON.parse(text);
+    },
+    arrayBuffer: new TextEncoder().encode(text).buffer,
+  };
+  if (response.status >= 400 && r.throw !== false) throw Object.assign(new Error(`Request failed, status ${response.status}`), result);
+  return result;
+}
+
+export function normalizePath(path: string): string {
+  return path.replace(/\\/g, "/").replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
+}
+
+/** The HTMLElement helpers Obsidian adds (createEl, createDiv, setText, empty…), on a plain object. */
+export class FakeEl {
+  children: FakeEl[] = [];
+  classes = new Set<string>();
+  text = "";
+  value = "";
+  type = "";
+  attrs: Record<string, string> = {};
+  onclick: ((e: any) => unknown) | null = null;
+  listeners: Record<string, ((e: any) => unknown)[]> = {};
+  constructor(readonly tag = "div") {}
+  createEl(tag: string, o: { cls?: string; text?: string; href?: string; attr?: Record<string, string> } = {}): FakeEl {
+    const el = new FakeEl(tag);
+    if (o.cls) o.cls.split(" ").forEach((c) => el.classes.add(c));
+    if (o.text) el.text = o.text;
+    if (o.href) el.attrs.href = o.href;
+    Object.assign(el.attrs, o.attr ?? {});
+    this.children.push(el);
+    return el;
+  }
+  createDiv(o: { cls?: string; text?: string } = {}): FakeEl {
+    return this.createEl("div", o);
+  }
+  createSpan(o: { cls?: string; text?: string } = {}): FakeEl {
+    return this.createEl("span", o);
+  }
+  empty(): void {
+    this.children = [];
+    this.text = "";
+  }
+  setText(t: string): void {
+    this.text = t;
+  }
+  addClass(c: string): void {
+    this.classes.add(c);
+  }
+  addEventListener(name: string, fn: (e: any) => unknown): void {
+    (this.listeners[name] ??= []).push(fn);
+  }
+  /** Every element below this one, depth first. */
+  all(): FakeEl[] {
+    return this.children.flatMap((c) => [c, ...c.all()]);
+  }
+  get textContent(): string {
+    return this.text + this.children.map((c) => c.textContent).join("");
+  }
+}
+
+export class Notice {
+  static shown: string[] = [];
+  constructor(readonly message: string) {
+    Notice.shown.push(message);
+  }
+}
+
+export class Events {
+  handlers: Record<string, ((...a: any[]) => unknown)[]> = {};
+  on(name: string, cb: (...a: any[]) => unknown) {
+    (this.handlers[name] ??= []).push(cb);
+    return { name, cb };
+  }
+  trigger(name: string, ...args: any[]): void {
+    for (const cb of this.handlers[name] ?? []) cb(...args);
+  }
+}
+
+export class TAbstractFile {
+  constructor(public path: string) {}
+}
+
+export class TFile extends TAbstractFile {
+  get extension(): string {
+    return this.path.includes(".") ? this.path.slice(this.path.lastIndexOf(".") + 1) : "";
+  }
+  get basename(): string {
+    const name = this.path.slice(this.path.lastIndexOf("/") + 1);
+    return name.includes(".") ? name.slice(0, name.lastIndexOf(".")) : name;
+  }
+}
+
+export class Vault extends Events {
+  files = new Map<string, string>();
+  getMarkdownFiles(): TFile[] {
+    return [...this.files.keys()].filter((p) => p.endsWith(".md")).map((p) => new TFile(p));
+  }
+  getFileByPath(path: string): TFile | null {
+    return this.files.has(path) ? new TFile(path) : null;
+  }
+  async cachedRead(file: TFile): Promise<string> {
+    const text = this.files.get(file.path);
+    if (text === undefined) throw new Error(`no file ${file.path}`);
+    return text;
+  }
+}
+
+export class Workspace extends Events {
+  opened: { linktext: string; sourcePath: string; newLeaf: unknown }[] = [];
+  private ready: (() => unknown)[] = [];
+  onLayoutReady(cb: () => unknown): void {
+    this.ready.push(cb);
+  }
+  layoutReady(): void {
+    this.ready.splice(0).forEach((cb) => cb());
+  }
+  async openLinkText(linktext: string, sourcePath: string, newLeaf?: unknown): Promise<void> {
+    this.opened.push({ linktext, sourcePath, newLeaf });
+  }
+  getActiveFile(): TFile | null {
+    return null;
+  }
+  getLeavesOfType(): WorkspaceLeaf[] {
+    return [];
+  }
+  getRightLeaf(): WorkspaceLeaf | null {
+    return null;
+  }
+  async revealLeaf(): Promise<void> {}
+}
+
+export class App {
+  vault = new Vault();
+  workspace = new Workspace();
+}
+
+export class Component {
+  registerEvent(): void {}
+  register(): void {}
+}
+
+export class WorkspaceLeaf {
+  constructor(readonly app: App) {}
+  async setViewState(): Promise<void> {}
+}
+
+export class ItemView extends Component {
+  app: App;
+  containerEl = new FakeEl();
+  contentEl = new FakeEl();
+  constructor(readonly leaf: WorkspaceLeaf) {
+    super();
+    this.app = leaf.app;
+  }
+}
+
+export const MarkdownRenderer = {
+  rendered: [] as string[],
+  async render(_app: App, markdown: string, el: FakeEl): Promise<void> {
+    MarkdownRenderer.rendered.push(markdown);
+    el.createDiv({ text: markdown });
+  },
+};
+
+export class Modal {
+  constructor(readonly app: App) {}
+  open(): void {}
+  close(): void {}
+}
+
+export abstract class SuggestModal<T> extends Modal {
+  placeholder = "";
+  setPlaceholder(p: string): void {
+    this.placeholder = p;
+  }
+  abstract getSuggestions(query: string): T[] | Promise<T[]>;
+  abstract renderSuggestion(value: T, el: FakeEl): void;
+  abstract onChooseSuggestion(item: T, evt: MouseEvent | KeyboardEvent): void;
+}
+
+export class Plugin extends Component {
+  data: unknown = null;
+  constructor(readonly app: App) {
+    super();
+  }
+  async loadData(): Promise<unknown> {
+    return this.data;
+  }
+  async saveData(d: unknown): Promise<void> {
+    this.data = JSON.parse(JSON.stringify(d));
+  }
+  registerView(): void {}
+  addSettingTab(): void {}
+  addRibbonIcon(): void {}
+  addCommand(): void {}
+  addStatusBarItem(): FakeEl {
+    return new FakeEl();
+  }
+}
+
+export class PluginSettingTab {
+  containerEl = new FakeEl();
+  constructor(
+    readonly app: App,
+    readonly plugin: unknown,
+  ) {}
+}
+
+/** A setting row; its controls are kept so that a test can type into them and press them. */
+export class Setting {
+  static all: Setting[] = [];
+  name = "";
+  desc = "";
+  controls: any[] = [];
+  constructor(readonly containerEl: FakeEl) {
+    Setting.all.push(this);
+  }
+  setName(n: string): this {
+    this.name = n;
+    return this;
+  }
+  setDesc(d: string): this {
+    this.desc = d;
+    return this;
+  }
+  private control(cb: (c: any) => unknown): this {
+    const c: any = {
+      inputEl: new FakeEl("input"),
+      value: undefined,
+      setValue(v: unknown) {
+        c.value = v;
+        return c;
+      },
+      setButtonText(t: string) {
+        c.text = t;
+        return c;
+      },
+      addOptions(o: Record<string, string>) {
+        c.options = o;
+        return c;
+      },
+      onChange(fn: (v: unknown) => unknown) {
+        c.change = fn;
+        return c;
+      },
+      onClick(fn: () => unknown) {
+        c.click = fn;
+        return c;
+      },
+    };
+    this.controls.push(c);
+    cb(c);
+    return this;
+  }
+  addText(cb: (c: any) => unknown): this {
+    return this.control(cb);
+  }
+  addTextArea(cb: (c: any) => unknown): this {
+    return this.control(cb);
+  }
+  addButton(cb: (c: any) => unknown): this {
+    return this.control(cb);
+  }
+  addToggle(cb: (c: any) => unknown): this {
+    return this.control(cb);
+  }
+  addDropdown(cb: (c: any) => unknown): this {
+    return this.control(cb);
+  }
+}
