@@ -130,3 +130,30 @@ def test_conversations_from_before_per_owner_ids_keep_their_turns_after_the_migr
     assert convo.conversation_turns(store, "trip", "k2") == []
     assert [c["id"] for c in convo.list_conversations(store, "k1")] == ["trip"]
     store.close()
+
+
+def test_reads_from_threads_that_come_and_go_leave_no_connection_open(tmp_path: Path) -> None:
+    """Request threads read on connections of their own; a thread that ends must not leave its connection
+    (and its file descriptor) behind, or a long-running service would run out of them."""
+    import gc
+    import threading
+
+    import psutil
+
+    store = Store(tmp_path / "i.sqlite")
+    store.replace_source(src := source("a.md", ["one"]), vectors(src))
+
+    def opened() -> int:
+        return sum(1 for f in psutil.Process().open_files() if f.path == str(tmp_path / "i.sqlite"))
+
+    before = opened()
+    results: list[int] = []
+    for _ in range(40):
+        t = threading.Thread(target=lambda: results.append(len(store._query("SELECT id FROM sources"))))
+        t.start()
+        t.join()
+    gc.collect()
+    assert results == [1] * 40
+    assert opened() <= before + 1
+    store.close()
+    assert opened() == 0

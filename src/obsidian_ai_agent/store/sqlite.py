@@ -8,6 +8,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -93,6 +94,19 @@ class SourceInfo:
     tags: list[str]
 
 
+class _Reader:
+    """A thread's read connection, closed when the thread's locals go."""
+
+    __slots__ = ("__weakref__", "db")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __del__(self) -> None:
+        with suppress(sqlite3.Error):
+            self.db.close()
+
+
 class Store:
     """Named operations on the index database. Safe to share between threads: writes go one at a time
     through one connection; reads run on a connection per thread, side by side (WAL), so a search never
@@ -107,7 +121,7 @@ class Store:
         _make_private_dir(self.path.parent)
         self._lock = threading.RLock()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         try:
             self._open()
         except DatabaseDamaged as e:
@@ -153,27 +167,29 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-            for reader in self._readers:
-                reader.close()
-            self._readers.clear()
+            for reader in list(self._readers):
+                reader.db.close()
 
     def _reader(self) -> sqlite3.Connection | None:
-        """This thread's read connection; None when none can be opened (then reads share the writer's)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if conn is None and not getattr(self._local, "no_reader", False):
+        """This thread's read connection; None when none can be opened (then reads share the writer's).
+        It is closed when its thread ends (request threads come and go) or the store closes."""
+        reader: _Reader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            if getattr(self._local, "no_reader", False):
+                return None
             try:
-                conn = sqlite3.connect(
+                db = sqlite3.connect(
                     str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
                 )
-                conn.execute("PRAGMA busy_timeout=30000")
-                conn.execute("PRAGMA query_only=ON")
+                db.execute("PRAGMA busy_timeout=30000")
+                db.execute("PRAGMA query_only=ON")
             except sqlite3.Error:
                 self._local.no_reader = True
                 return None
-            self._local.db = conn
+            reader = self._local.reader = _Reader(db)
             with self._lock:
-                self._readers.append(conn)
-        return conn
+                self._readers.add(reader)
+        return reader.db
 
     def __enter__(self) -> Store:
         return self
