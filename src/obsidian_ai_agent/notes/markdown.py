@@ -141,7 +141,7 @@ def _load_frontmatter(yaml_text: str, first: int, warnings: list[str]) -> dict[s
         )
         return {}
     try:
-        data = yaml.load(yaml_text, Loader=_YAML_LOADER) if yaml_text.strip() else None
+        data = yaml.load(yaml_text, Loader=_YAML_LOADER) if yaml_text.strip() else None  # nosec B506
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + first + 1})" if mark is not None else ""

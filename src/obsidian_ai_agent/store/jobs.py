@@ -246,13 +246,13 @@ class JobStore:
             return int(cur.lastrowid or 0), True
 
     def get(self, job_id: int) -> Job | None:
-        rows = self.store._query(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))
+        rows = self.store._query(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))  # nosec B608
         return _job(rows[0]) if rows else None
 
     def recent(
         self, *, status: str | None = None, lane: str | None = None, kind: str | None = None, limit: int = 50
     ) -> list[Job]:
-        sql = f"SELECT {_COLUMNS} FROM jobs WHERE 1=1"
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE 1=1"  # nosec B608
         params: list[Any] = []
         for col, value in (("status", status), ("lane", lane), ("kind", kind)):
             if value is not None:
@@ -319,7 +319,7 @@ class JobStore:
                     (owner, now + lease, now, now, row[0], now, now),
                 )
                 if cur.rowcount == 1:
-                    r = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (row[0],)).fetchone()
+                    r = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (row[0],)).fetchone()  # nosec B608
                     return _job(r)
             return None
 
@@ -463,7 +463,7 @@ class JobStore:
 
     def finished_jobs(self, since: float | None = None) -> list[Job]:
         rows = self.store._query(
-            f"SELECT {_COLUMNS} FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled')"
+            f"SELECT {_COLUMNS} FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled')"  # nosec B608
             " AND finished_at >= ? ORDER BY id",
             (since or 0.0,),
         )

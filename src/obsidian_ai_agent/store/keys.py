@@ -96,16 +96,16 @@ class KeyStore:
         return True
 
     def get(self, key_id: str) -> KeyRow | None:
-        rows = self.store._query(f"SELECT {_COLUMNS} FROM api_keys WHERE id=?", (key_id,))
+        rows = self.store._query(f"SELECT {_COLUMNS} FROM api_keys WHERE id=?", (key_id,))  # nosec B608
         return _row(rows[0]) if rows else None
 
     def get_with_digest(self, key_id: str) -> tuple[KeyRow, str] | None:
         """The row and its stored hash, in one query (every authenticated request asks)."""
-        rows = self.store._query(f"SELECT {_COLUMNS}, hash FROM api_keys WHERE id=?", (key_id,))
+        rows = self.store._query(f"SELECT {_COLUMNS}, hash FROM api_keys WHERE id=?", (key_id,))  # nosec B608
         return (_row(rows[0]), str(rows[0][9])) if rows else None
 
     def list(self) -> list[KeyRow]:
-        return [_row(r) for r in self.store._query(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at")]
+        return [_row(r) for r in self.store._query(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at")]  # nosec B608
 
     def count(self) -> int:
         return int(self.store._query("SELECT COUNT(*) FROM api_keys")[0][0])

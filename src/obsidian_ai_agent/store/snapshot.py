@@ -72,7 +72,7 @@ def read_facts(path: Path) -> DatabaseFacts:
         counts = {}
         for table in COUNTED:
             try:
-                counts[table] = int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                counts[table] = int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # nosec B608
             except sqlite3.OperationalError:  # a table an older schema does not have yet
                 counts[table] = 0
         dim = meta.get("embedding_dimension")

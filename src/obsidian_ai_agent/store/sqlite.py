@@ -349,7 +349,8 @@ class Store:
         kinds = tuple(kinds)
         marks = ",".join("?" * len(kinds))
         rows = self._query(
-            f"SELECT id, path, kind, content_hash, size, mtime_ns FROM sources WHERE kind IN ({marks})", kinds
+            f"SELECT id, path, kind, content_hash, size, mtime_ns FROM sources WHERE kind IN ({marks})",  # nosec B608
+            kinds,
         )
         return {r["path"]: SourceState(*r) for r in rows}
 
@@ -366,7 +367,8 @@ class Store:
             part = wanted[i : i + 500]
             marks = ",".join("?" * len(part))
             for h, blob in self._query(
-                f"SELECT hash, vector FROM chunks WHERE hash IN ({marks}) GROUP BY hash", part
+                f"SELECT hash, vector FROM chunks WHERE hash IN ({marks}) GROUP BY hash",  # nosec B608
+                part,
             ):
                 found[h] = np.frombuffer(blob, dtype=np.float32)
         return found
@@ -542,7 +544,7 @@ class Store:
     ) -> list[tuple[int, float]]:
         """(chunk id, bm25 score; lower is better) for an FTS5 MATCH expression built by search.py."""
         w = ", ".join(str(float(x)) for x in weights)
-        sql = f"SELECT rowid, bm25(chunks_fts, {w}) AS score FROM chunks_fts WHERE chunks_fts MATCH ?"
+        sql = f"SELECT rowid, bm25(chunks_fts, {w}) AS score FROM chunks_fts WHERE chunks_fts MATCH ?"  # nosec B608
         params: list[Any] = [match]
         if source_ids is not None:
             ids = list(source_ids)

@@ -28,7 +28,7 @@ def load(store: Store, digests: list[str]) -> dict[str, np.ndarray]:
     for i in range(0, len(digests), 500):
         part = digests[i : i + 500]
         marks = ",".join("?" * len(part))
-        for row in store._query(f"SELECT digest, vector FROM unit_vectors WHERE digest IN ({marks})", part):
+        for row in store._query(f"SELECT digest, vector FROM unit_vectors WHERE digest IN ({marks})", part):  # nosec B608
             out[row[0]] = np.frombuffer(row[1], dtype=np.float16).astype(np.float32)
     return out
 
