@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import JsonOpt, app, emit, engine, err, fail, out, settings, styled
+from .common import JsonOpt, app, emit, engine, err, fail, out, settings, styled
 
 cache_app = typer.Typer(help="The answer and search cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import JsonOpt, app, emit, engine, err, fail, out, styled
+from .common import JsonOpt, app, emit, engine, err, fail, out, styled
 
 jobs_app = typer.Typer(help="Indexing jobs: list, inspect, analyse, cancel, run.", no_args_is_help=True)
 quarantine_app = typer.Typer(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..security import keys
-from . import JsonOpt, app, emit, engine, err, fail, out, settings
+from .common import JsonOpt, app, emit, engine, err, fail, out, settings
 
 keys_app = typer.Typer(
     help="API keys for the HTTP service: create, list, rotate, revoke.", no_args_is_help=True

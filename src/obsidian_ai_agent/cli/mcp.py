@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import app, engine, settings, state
+from .common import app, engine, settings, state
 
 
 @app.command("mcp")

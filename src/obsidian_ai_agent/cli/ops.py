@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import JsonOpt, app, emit, err, fail, out, settings, state, styled
+from .common import JsonOpt, app, emit, err, fail, out, settings, state, styled
 
 backup_app = typer.Typer(
     help="Back up the index, keys and settings into one archive; `backup verify` checks one.",

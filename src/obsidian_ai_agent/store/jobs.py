@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .migrations import _run
+from .schema import run_script
 
 if TYPE_CHECKING:
     from .sqlite import Store
@@ -26,7 +26,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 def m002_jobs(db: sqlite3.Connection) -> None:
     """Schema for jobs, job stages, per-item spans and quarantined sources."""
-    _run(
+    run_script(
         db,
         """
         CREATE TABLE jobs (

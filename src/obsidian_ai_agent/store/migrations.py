@@ -5,18 +5,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from .schema import run_script
+
 Migration = Callable[[sqlite3.Connection], None]
 
 
-def _run(db: sqlite3.Connection, script: str) -> None:
-    """Run statements one by one: `executescript` would commit the migration's transaction halfway."""
-    for statement in script.split(";\n"):
-        if statement.strip():
-            db.execute(statement)
-
-
 def m001_initial(db: sqlite3.Connection) -> None:
-    _run(
+    run_script(
         db,
         """
         CREATE TABLE IF NOT EXISTS meta (
