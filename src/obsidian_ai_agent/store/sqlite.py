@@ -591,20 +591,8 @@ class Store:
         self, folder: str | None = None, tag: str | None = None, kind: str | None = None
     ) -> list[int]:
         """Ids of sources inside a folder, carrying a tag (or a nested tag under it), of a kind."""
-        sql = "SELECT id FROM sources WHERE 1=1"
-        params: list[Any] = []
-        if folder:
-            prefix = folder.strip("/") + "/"
-            sql += " AND substr(path, 1, ?) = ?"
-            params += [len(prefix), prefix]
-        if kind:
-            sql += " AND kind = ?"
-            params.append(kind)
-        if tag:
-            t = tag.lstrip("#").lower()
-            sql += " AND id IN (SELECT source_id FROM source_tags WHERE tag = ? OR substr(tag, 1, ?) = ?)"
-            params += [t, len(t) + 1, t + "/"]
-        return [r[0] for r in self._query(sql, params)]
+        where, params = _source_filters(folder, tag, kind)
+        return [r[0] for r in self._query("SELECT id FROM sources WHERE 1=1" + where, params)]  # nosec B608
 
     def source_by_path(self, path: str) -> SourceInfo | None:
         rows = self._query("SELECT id, path, kind, title, aliases, tags FROM sources WHERE path=?", (path,))
@@ -678,18 +666,8 @@ class Store:
             "SELECT path, kind, title, tags, COALESCE(mtime_ns / 1e9, indexed_at) AS modified, size"
             " FROM sources WHERE 1=1"
         )
-        params: list[Any] = []
-        if folder and folder.strip("/"):
-            prefix = folder.strip("/") + "/"
-            sql += " AND substr(path, 1, ?) = ?"
-            params += [len(prefix), prefix]
-        if kind:
-            sql += " AND kind = ?"
-            params.append(kind)
-        if tag:
-            t = tag.lstrip("#").lower()
-            sql += " AND id IN (SELECT source_id FROM source_tags WHERE tag = ? OR substr(tag, 1, ?) = ?)"
-            params += [t, len(t) + 1, t + "/"]
+        where, params = _source_filters(folder if folder and folder.strip("/") else None, tag, kind)
+        sql += where
         if changed_since is not None:
             sql += " AND COALESCE(mtime_ns / 1e9, indexed_at) >= ?"
             params.append(changed_since)
@@ -746,3 +724,21 @@ class Store:
             "size": r[7],
             "content_hash": r[8],
         }
+
+
+def _source_filters(folder: str | None, tag: str | None, kind: str | None) -> tuple[str, list[Any]]:
+    """The `AND ...` clauses (and their parameters) that keep sources inside a folder, carrying a tag or
+    a nested tag under it, of a kind."""
+    sql, params = "", list[Any]()
+    if folder:
+        prefix = folder.strip("/") + "/"
+        sql += " AND substr(path, 1, ?) = ?"
+        params += [len(prefix), prefix]
+    if kind:
+        sql += " AND kind = ?"
+        params.append(kind)
+    if tag:
+        t = tag.lstrip("#").lower()
+        sql += " AND id IN (SELECT source_id FROM source_tags WHERE tag = ? OR substr(tag, 1, ?) = ?)"
+        params += [t, len(t) + 1, t + "/"]
+    return sql, params
