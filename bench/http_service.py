@@ -99,6 +99,14 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) ->
     raise SystemExit("the server did not come up")
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def health_latency(url: str, n: int) -> dict[str, Any]:
     times = []
     with httpx.Client(base_url=url) as c:
@@ -204,11 +212,7 @@ def main() -> None:
         log("ask ...")
         ask = ask_latency(url, key, "How do I make a task recur every week?", 50)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     result = {
         "vault": str(args.vault),
         "workers": args.workers,

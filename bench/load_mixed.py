@@ -261,22 +261,8 @@ async def idle(sampler: RssSampler, seconds: float) -> None:
     await task
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the server did not come up")
-
-
 def main() -> None:
-    from http_service import free_port
+    from http_service import free_port, stop_server, wait_ready
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -309,11 +295,7 @@ def main() -> None:
         asyncio.run(idle(sampler, args.idle))
         load_avg = [round(x, 2) for x in os.getloadavg()]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     rss = sampler.summary()
     result = {
         "vault": str(TASKS_VAULTS[0]),

@@ -29,7 +29,7 @@ from mcp import Client
 from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 from common import CACHE_DIR, TASKS_VAULTS, add_common_args, emit, latency_summary, load_queries, log
-from http_service import ensure_index, free_port, start_server, wait_ready
+from http_service import ensure_index, free_port, start_server, stop_server, wait_ready
 
 
 def load() -> list[float]:
@@ -117,8 +117,7 @@ def main() -> None:
         log(f"{len(queries)} queries, each over /mcp and /api/search ...")
         result = asyncio.run(measure(url, key, queries, args.warmup))
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_server(proc)
     emit(
         "mcp_latency",
         {
