@@ -93,6 +93,11 @@ def shown(value: Any) -> str:
         value = value.model_dump(mode="json")
     if isinstance(value, list):
         value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+    if isinstance(value, dict):
+        value = {
+            k: v.model_dump(mode="json", by_alias=True) if isinstance(v, BaseModel) else v
+            for k, v in value.items()
+        }
     if isinstance(value, (list, dict)):
         return json.dumps(value, separators=(",", ":"), default=str)
     return str(value)

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .monitoring_config import MonitorSettings
+
 ENV_PREFIX = "OAA_"
 REDACTED = "**********"
 
@@ -414,6 +416,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     redis_url: SecretStr | None = None
     """`redis://host:port/db`: rate-limit counters shared by every worker and replica (else in memory)."""
 

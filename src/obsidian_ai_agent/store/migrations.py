@@ -99,6 +99,7 @@ def m007_chunk_section_starts(db: sqlite3.Connection) -> None:
 from .conversations import m003_conversations, m008_conversation_namespaces  # noqa: E402
 from .jobs import m002_jobs  # noqa: E402
 from .keys import m004_api_keys, m005_key_lineage  # noqa: E402
+from .monitoring import m010_monitoring  # noqa: E402
 from .ratelimits import m006_rate_limit_hits  # noqa: E402
 from .unitvectors import m009_unit_vectors  # noqa: E402
 
@@ -113,4 +114,5 @@ MIGRATIONS: list[Migration] = [
     m007_chunk_section_starts,
     m008_conversation_namespaces,
     m009_unit_vectors,
+    m010_monitoring,
 ]
