@@ -82,7 +82,10 @@ class RequestContext:
                     (b"referrer-policy", b"no-referrer"),
                     (b"cross-origin-opener-policy", b"same-origin"),
                 ]
-                if not docs:
+                # A page that sets its own policy (the status page, the dashboard) keeps it: browsers
+                # enforce every policy they are sent, so a second, stricter one would block its styles.
+                own = any(k.lower() == b"content-security-policy" for k, _ in headers)
+                if not docs and not own:
                     headers.append(
                         (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
                     )
