@@ -29,6 +29,9 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
         if key.startswith("OAA_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("OAA_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    # The monitor samples and runs every component check in the background; only the tests of the
+    # monitor (and of what it feeds) turn it on, so no other test shares the cores with it.
+    monkeypatch.setenv("OAA_MONITOR__ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

@@ -44,8 +44,22 @@ EXPECTED_SCOPE = [
     ("/api/performance/", "admin"),
     ("/api/health/", "admin"),
     ("/metrics", "admin"),
+    ("/api/monitor", "admin"),
+    ("/api/maintenance", "admin"),
 ]
-OPEN = {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+# The pages hold no data: the dashboard signs in with a key and reads the admin API with it; the status
+# page says only operational / maintenance / degraded.
+OPEN = {
+    "/health",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+    "/",
+    "/dashboard",
+    "/dashboard/static/{name:path}",
+    "/status-page",
+}
 FILL = {"job_id": "1", "key_id": "000000000000", "path": "Inbox/x.md", "alert_id": "1"}
 
 

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from . import __version__, observability
 from .api import errors, routers
+from .api.maintenance import MaintenanceGate
 from .api.middleware import CORS, BodyLimit, BodyTimeout, RequestContext, Timeout
 from .config import Settings, load_settings
 from .embeddings import Embedder
@@ -87,10 +88,20 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             from .ops.backup import BackupScheduler
 
             scheduler = BackupScheduler(engine).start()
+        monitor = None
+        if s.monitor.enabled:
+            from .observability.logs import log_path
+            from .ops.monitor import Monitor
+
+            metrics = observability.get_observer(app).metrics
+            monitor = Monitor(engine, metrics.request_families, log_path(s)).start()
+        app.state.monitor = monitor
         try:
             async with mcp_http.serving(app, s, engine):  # the MCP session manager, for /mcp
                 yield
         finally:
+            if monitor is not None:
+                monitor.stop()
             if scheduler is not None:
                 scheduler.stop()
             if watcher is not None:
@@ -125,6 +136,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     # Added inside-out: the last one added is the outermost.
     app.add_middleware(Timeout, seconds=s.server.request_timeout)
+    app.add_middleware(MaintenanceGate)
     app.add_middleware(
         BodyLimit,
         limit=s.server.max_body_bytes,

@@ -340,9 +340,11 @@ def eval_questions_cmd(
 
 
 # Commands of other areas live beside this module and register themselves on `app`.
+from . import alerts as _alerts  # noqa: E402, F401
 from . import answers as _answers  # noqa: E402, F401
 from . import jobs as _jobs  # noqa: E402, F401
 from . import keys as _keys  # noqa: E402, F401
+from . import maintenance as _maintenance  # noqa: E402, F401
 from . import mcp as _mcp  # noqa: E402, F401
 from . import ops as _ops  # noqa: E402, F401
 

@@ -251,6 +251,10 @@ class Metrics:
             families += list(self.index.collect())
         return families
 
+    def request_families(self) -> list[Metric]:
+        """The request and cache metrics as /metrics has them (every worker's, in multiprocess mode)."""
+        return self._families(with_index=False)
+
     def exposition(self) -> bytes:
         """The Prometheus text format, merged over every worker in multiprocess mode."""
         if self.directory is None:
