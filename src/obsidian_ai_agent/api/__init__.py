@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from . import ask, health, index, jobs, keys, notes, performance, search
+from . import alerts, ask, dashboard, health, index, jobs, keys, maintenance, notes, performance, search
 
 routers: list[APIRouter] = [
     health.router,
@@ -13,4 +13,7 @@ routers: list[APIRouter] = [
     jobs.router,
     keys.router,
     performance.router,
+    alerts.router,
+    maintenance.router,
+    dashboard.router,
 ]
