@@ -84,6 +84,7 @@ def test_the_prometheus_scrape_config_passes_promtool_check_config(tmp_path: Pat
     key.chmod(0o600)
     config = tmp_path / "prometheus.yml"
     config.write_text(text.replace("/etc/prometheus/obsidian-ai-agent.key", str(key)))
+    shutil.copy(DEPLOY / "prometheus-alerts.yml", tmp_path)  # its rule_files, beside it
     run = subprocess.run(
         ["promtool", "check", "config", str(config)], capture_output=True, text=True, timeout=60
     )
