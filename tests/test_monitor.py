@@ -497,3 +497,27 @@ def test_the_alert_commands_list_show_acknowledge_export_and_test(
     assert [c["ok"] for c in json.loads(tested.stdout)["channels"]] == [True]
     assert json.loads(log_file.read_text().splitlines()[-1])["event"] == "test"
     assert cli("show", "99").returncode == 1
+
+
+def test_rotated_logs_older_than_the_retention_are_deleted_and_the_current_ones_kept(tmp_path: Path) -> None:
+    from obsidian_ai_agent.ops.monitor import prune_logs
+
+    s = load_settings(data_dir=tmp_path, logging={"file": "service.log"}, monitor={"log_retention_days": 30})
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    files = {
+        name: folder / name
+        for folder, names in ((tmp_path, ("service.log", "service.log.1", "service.log.2")),
+                              (logs, ("alerts.jsonl", "alerts.jsonl.1", "alerts.jsonl.2")))
+        for name in names
+    }  # fmt: skip
+    for path in files.values():
+        path.write_text("x\n")
+    old = time.time() - 31 * 86400
+    for name in ("service.log.2", "alerts.jsonl.2", "service.log"):
+        os.utime(files[name], (old, old))
+    with Engine(s) as engine:
+        assert prune_logs(engine, time.time()) == 2
+    assert sorted(p.name for p in files.values() if p.exists()) == [
+        "alerts.jsonl", "alerts.jsonl.1", "service.log", "service.log.1"
+    ]  # fmt: skip
