@@ -175,7 +175,7 @@ class Monitor:
                 if quiet and made:
                     self.store.add_event(alert.id, "muted", "maintenance mode is on")
                 if not quiet and self._due(alert, now):
-                    self._queue(alert, "firing" if alert.last_notified_at is None else "repeat", now)
+                    self._queue(alert, "firing" if alert.last_notified_at is None else "repeat")
             elif open_alert is not None:
                 self._resolve(open_alert, "the condition no longer holds", muted and rule.mute_in_maintenance)
         for alert in self.store.open_alerts():
@@ -195,9 +195,9 @@ class Monitor:
             return
         log.info("alert %s (%s) resolved: %s", alert.rule, alert.severity, why)
         if resolved.last_notified_at is not None and not quiet:
-            self._queue(resolved, "resolved", time.time())
+            self._queue(resolved, "resolved")
 
-    def _queue(self, alert: AlertRow, event: str, now: float) -> None:
+    def _queue(self, alert: AlertRow, event: str) -> None:
         note = notification(self.engine, alert, event)
         for channel in self.channels.values():
             if channel.wants(note):
