@@ -311,8 +311,11 @@ def test_the_monitor_is_taken_over_when_the_worker_holding_it_is_killed(
 
 
 @pytest.fixture
-def data(tmp_path: Path, docs_index: Path) -> Path:
-    return copy_tree(docs_index, tmp_path / "data")
+def data(tmp_path: Path) -> Path:
+    """An empty data dir: these monitors need no notes (the component checks are off or do not matter)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return folder
 
 
 def engine_for(data: Path, embedder: Any, **monitor: Any) -> Engine:
@@ -521,3 +524,26 @@ def test_rotated_logs_older_than_the_retention_are_deleted_and_the_current_ones_
     assert sorted(p.name for p in files.values() if p.exists()) == [
         "alerts.jsonl", "alerts.jsonl.1", "service.log", "service.log.1"
     ]  # fmt: skip
+
+
+def test_a_firing_alert_is_repeated_each_repeat_interval_until_someone_acknowledges_it(
+    data: Path, embedder: Any
+) -> None:
+    with engine_for(
+        data, embedder, checks=False, rules={"disk_warning": {"threshold": 1}}, repeat_interval_s=1
+    ) as engine:
+        monitor = Monitor(engine)
+        store = MonitorStore(engine.store)
+        monitor.tick()
+        alert = store.open_alert("disk_warning", "warning")
+        assert alert is not None
+        monitor.tick()  # within the repeat interval: nothing new
+        time.sleep(1.1)
+        monitor.tick()
+        assert [d["event"] for d in store.deliveries(alert.id)] == ["firing", "repeat"]
+        alerts.acknowledge(engine, alert.id, "Ana", "on it")
+        time.sleep(1.1)
+        monitor.tick()
+        assert [d["event"] for d in store.deliveries(alert.id)] == ["firing", "repeat"]
+        assert store.open_alert("disk_warning", "warning") is not None  # acknowledged, still firing
+        monitor.stop()

@@ -133,6 +133,8 @@ class JobSettings(_Section):
     poll: float = Field(default=0.5, gt=0)
     """Seconds an idle runner waits before looking for queued jobs again."""
     tune_batch_size: bool = True
+    """Tune the local model's embedding batch size on this machine during the first jobs (16, 32 or 64,
+    whichever encodes fastest; remembered in the index); off: `embedding.batch_size` as set."""
     big_note_bytes: int = Field(default=256 * 1024, ge=1024)
     """Notes (or PDFs) pushed together larger than this go to the `reindex` kind's lane (`bulk`, longer
     timeout) instead of `upsert_note`'s: a 1 MB note took ~2,300 chunks and minutes here, past the
@@ -418,7 +420,8 @@ class Settings(BaseSettings):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     redis_url: SecretStr | None = None
-    """`redis://host:port/db`: rate-limit counters shared by every worker and replica (else in memory)."""
+    """`redis://host:port/db`: rate-limit counters shared by every worker and replica (else kept as
+    `server.rate_limits.storage` says: in the index database or in each worker's memory)."""
 
     # Set by load_settings; not a setting a user writes.
     config_file: Path | None = Field(default=None, exclude=True)
