@@ -28,7 +28,7 @@ from obsidian_ai_agent.config import ConfigError, load_settings
 from obsidian_ai_agent.engine import Engine
 from obsidian_ai_agent.ops import alerts, maintenance
 from obsidian_ai_agent.ops.monitor import Monitor
-from obsidian_ai_agent.ops.rules import evaluate, steady_growth
+from obsidian_ai_agent.ops.rules import evaluate, steady_growth, still_firing
 from obsidian_ai_agent.store.monitoring import FIVE_MIN, HOURLY, RAW, MonitorStore
 
 from .conftest import copy_tree
@@ -142,8 +142,18 @@ class Team:
                 "enabled": True,
                 "interval_s": 1.0,
                 "lease_s": 3.0,
+                "no_data_s": 4.0,
                 # Only the latency rule is wanted here; the other defaults stay (none of them holds).
-                "rules": {"latency_warning": {"threshold": 0.8, "for": 0}},
+                # The test's own quick reads share the intervals with the slow answers: p99 and a few
+                # seconds of keep_firing_for keep one interval of only quick reads from resolving it.
+                "rules": {
+                    "latency_warning": {
+                        "metric": "latency_p99_s",
+                        "threshold": 0.8,
+                        "for": 0,
+                        "keep_firing_for": 3,
+                    }
+                },
                 "channels": [
                     {"name": "hook", "type": "webhook", "url": hooks.url + "/hook/secret-token"},
                     {"name": "slack", "type": "slack", "url": hooks.url + "/services/T0/B0/secret-token"},
@@ -331,6 +341,19 @@ def test_a_rule_with_a_for_duration_fires_only_once_its_condition_has_held_that_
     assert evaluate("cpu_warning", rule, at).holds  # 120 s
     broken = [*at[:3], {"at": 90, "cpu_percent": 10.0}, *at[4:]]
     assert not evaluate("cpu_warning", rule, broken).holds
+    # A sample without the figure neither breaks the run nor ends it, until the figure is too old.
+    gap = [*at[:3], {"at": 90}, *at[4:]]
+    assert evaluate("cpu_warning", rule, gap).holds
+    assert evaluate("cpu_warning", rule, [*at, {"at": 400}], now=400, no_data_s=300).holds
+    assert not evaluate("cpu_warning", rule, [*at, {"at": 500}], now=500, no_data_s=300).holds
+    # An open alert stays open through a dip shorter than keep_firing_for, and through missing figures.
+    s = load_settings(monitor={"rules": {"cpu_warning": {"keep_firing_for": 60}}})
+    keep = s.monitor.rules["cpu_warning"]
+    dip = [*at, {"at": 150, "cpu_percent": 10.0}]
+    assert still_firing(keep, dip, now=150, no_data_s=300)
+    assert not still_firing(keep, [*dip, {"at": 240, "cpu_percent": 10.0}], now=240, no_data_s=300)
+    assert still_firing(keep, [*at, {"at": 200}], now=200, no_data_s=300)
+    assert not still_firing(keep, [*at, {"at": 500}], now=500, no_data_s=300)
     verdict = evaluate("cpu_warning", rule, at)
     assert verdict.summary == "CPU at 90% (over 85%)"
 

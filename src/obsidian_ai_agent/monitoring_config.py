@@ -65,6 +65,9 @@ class RuleSettings(_Section):
     severity: Literal["warning", "critical"] = "warning"
     for_: float = Field(default=0.0, ge=0, alias="for")
     """Seconds the condition must hold before the alert fires (`5m` works too)."""
+    keep_firing_for: float = Field(default=0.0, ge=0)
+    """Seconds a firing alert stays open after its condition stops holding (as Prometheus'
+    `keep_firing_for`): a figure that dips for one sample does not resolve and re-open it."""
     summary: str = ""
     """One line for people; `{value}` and `{threshold}` are filled in."""
     rollback: bool = False
@@ -72,7 +75,7 @@ class RuleSettings(_Section):
     mute_in_maintenance: bool = True
     """No notification while maintenance mode is on (the alert is still recorded)."""
 
-    _for = field_validator("for_", mode="before")(classmethod(lambda cls, v: seconds(v)))
+    _for = field_validator("for_", "keep_firing_for", mode="before")(classmethod(lambda cls, v: seconds(v)))
 
     @field_validator("metric")
     @classmethod
@@ -216,6 +219,9 @@ class MonitorSettings(_Section):
     """Attempts per notification before a channel's delivery is given up (the alert stays stored)."""
     retry_backoff_s: float = Field(default=5.0, gt=0)
     """First wait before a failed delivery is retried; it doubles each time, up to an hour."""
+    no_data_s: float = Field(default=300.0, ge=0)
+    """A rule whose figure is missing from the newest samples (request figures when no request came in)
+    keeps its state this long, then resolves: sparse traffic does not flap an alert (`5m` works too)."""
     leak_window_s: float = Field(default=3600.0, ge=10)
     """Memory that rose steadily over this window counts as a leak (`rss_growth_mb_per_hour`)."""
     public_url: str | None = None
@@ -229,7 +235,13 @@ class MonitorSettings(_Section):
     """Alert channels; default: the log file `<data dir>/logs/alerts.jsonl`."""
 
     _durations = field_validator(
-        "interval_s", "lease_s", "repeat_interval_s", "retry_backoff_s", "leak_window_s", mode="before"
+        "interval_s",
+        "lease_s",
+        "repeat_interval_s",
+        "retry_backoff_s",
+        "leak_window_s",
+        "no_data_s",
+        mode="before",
     )(classmethod(lambda cls, v: seconds(v)))
 
     @field_validator("rules", mode="before")

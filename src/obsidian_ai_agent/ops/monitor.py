@@ -28,7 +28,7 @@ from ..monitoring_config import SEVERITY_RANK
 from ..store.monitoring import AlertRow, MonitorStore
 from . import maintenance
 from .channels import Channel, ChannelError, Notification, make_channels
-from .rules import evaluate, steady_growth
+from .rules import evaluate, steady_growth, still_firing
 from .sampling import Families, Sampler
 
 if TYPE_CHECKING:
@@ -157,12 +157,13 @@ class Monitor:
 
     def evaluate(self, now: float) -> None:
         rules = self.settings.active_rules()
-        longest = max((r.for_ for r in rules.values()), default=0.0)
-        samples = self.store.samples(now - longest - 3 * self.settings.interval_s, 0)
+        longest = max((max(r.for_, r.keep_firing_for) for r in rules.values()), default=0.0)
+        no_data = self.settings.no_data_s
+        samples = self.store.samples(now - longest - no_data - 3 * self.settings.interval_s, 0)
         muted = maintenance.current(self.engine) is not None
         seen: set[tuple[str, str]] = set()
         for name, rule in rules.items():
-            verdict = evaluate(name, rule, samples)
+            verdict = evaluate(name, rule, samples, now, no_data)
             seen.add((name, rule.severity))
             open_alert = self.store.open_alert(name, rule.severity)
             if verdict.holds:
@@ -176,7 +177,7 @@ class Monitor:
                     self.store.add_event(alert.id, "muted", "maintenance mode is on")
                 if not quiet and self._due(alert, now):
                     self._queue(alert, "firing" if alert.last_notified_at is None else "repeat")
-            elif open_alert is not None:
+            elif open_alert is not None and not still_firing(rule, samples, now, no_data):
                 self._resolve(open_alert, "the condition no longer holds", muted and rule.mute_in_maintenance)
         for alert in self.store.open_alerts():
             if (alert.rule, alert.severity) not in seen:  # its rule was removed or disabled

@@ -47,22 +47,44 @@ def _true(rule: RuleSettings, figures: dict[str, Any]) -> bool:
     return v is not None and OPS[rule.op](v, rule.threshold)
 
 
-def evaluate(name: str, rule: RuleSettings, samples: list[dict[str, Any]]) -> Verdict:
-    """`samples` oldest first, the newest last, each with `at`. The rule holds when the newest sample
-    meets the condition and so has every sample back to one at least `for` seconds older."""
-    if not samples:
+def evaluate(
+    name: str,
+    rule: RuleSettings,
+    samples: list[dict[str, Any]],
+    now: float | None = None,
+    no_data_s: float = math.inf,
+) -> Verdict:
+    """`samples` oldest first, each with `at`. Samples without the rule's figure (no request came in
+    during an interval, say) are passed over: they neither break a run nor end one, so sparse traffic
+    does not flap an alert. The rule holds when the newest sample with the figure is at most
+    `no_data_s` old, meets the condition, and so does every sample with the figure back to one at least
+    `for` seconds older."""
+    valued = [s for s in samples if value_of(s, rule.metric) is not None]
+    if not valued:
         return Verdict(name, rule, False, None, "")
-    newest = samples[-1]
+    newest = valued[-1]
     value = value_of(newest, rule.metric)
+    now = samples[-1]["at"] if now is None else now
     holds = False
-    if _true(rule, newest):
+    if now - newest["at"] <= no_data_s and _true(rule, newest):
         start = newest["at"]
-        for s in reversed(samples):
+        for s in reversed(valued):
             if not _true(rule, s):
                 break
             start = s["at"]
         holds = newest["at"] - start >= rule.for_
     return Verdict(name, rule, holds, value, summary(rule, value, newest))
+
+
+def still_firing(rule: RuleSettings, samples: list[dict[str, Any]], now: float, no_data_s: float) -> bool:
+    """Whether an open alert of `rule` stays open although the rule no longer holds: its newest figure
+    (at most `no_data_s` old) still meets the condition, or one did within `keep_firing_for`."""
+    valued = [s for s in samples if value_of(s, rule.metric) is not None]
+    if not valued or now - valued[-1]["at"] > no_data_s:
+        return False
+    if _true(rule, valued[-1]):
+        return True
+    return any(s["at"] >= now - rule.keep_firing_for and _true(rule, s) for s in valued)
 
 
 def summary(rule: RuleSettings, value: float | None, figures: dict[str, Any]) -> str:
