@@ -72,6 +72,17 @@ export interface AskOptions extends SearchOptions {
   conversation_id?: string;
 }
 
+/** What a PUT or DELETE of a note answers: its indexing job (`result` is set once the job is done). */
+export interface JobAccepted {
+  job_id: number;
+  status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+  kind: string;
+  lane: string;
+  result: Record<string, unknown> | null;
+  error: string | null;
+  path: string;
+}
+
 export interface Status {
   version: string;
   index: { sources: number; chunks: number; vectors: number; failed: number };
@@ -220,8 +231,10 @@ export class ApiClient {
     return this.request("GET", "/api/notes/manifest");
   }
 
-  async putNote(path: string, content: string): Promise<void> {
-    await this.request("PUT", `/api/notes/${notePath(path)}`, content, "text/markdown; charset=utf-8");
+  /** `wait`: the server answers once the note is indexed (its job's result then says what was embedded). */
+  putNote(path: string, content: string, options: { wait?: boolean } = {}): Promise<JobAccepted> {
+    const query = options.wait ? "?wait=true" : "";
+    return this.request("PUT", `/api/notes/${notePath(path)}${query}`, content, "text/markdown; charset=utf-8");
   }
 
   async deleteNote(path: string): Promise<void> {

@@ -3,7 +3,8 @@ import { ApiClient } from "./api";
 import { CHAT_VIEW, ChatView } from "./chat";
 import { RELATED_VIEW, RelatedView } from "./related";
 import { SearchModal } from "./search";
-import { AiAgentSettingTab, AiAgentSettings, DEFAULT_SETTINGS, isExcluded, testConnection } from "./settings";
+import { loadApiKey, secretStorageOf, writeSecret } from "./secrets";
+import { AiAgentSettingTab, AiAgentSettings, DEFAULT_SETTINGS, isExcluded, KeyStorage, testConnection } from "./settings";
 import { SyncState, SyncStatus, VaultSync } from "./sync";
 
 interface PluginData {
@@ -17,6 +18,10 @@ export default class AiAgentPlugin extends Plugin {
   settings: AiAgentSettings = { ...DEFAULT_SETTINGS };
   client = new ApiClient(() => this.settings);
   sync: VaultSync | null = null;
+  /** Where the API key is kept: Obsidian's secret storage where the app has it, else data.json. */
+  keyStorage: KeyStorage = "data.json";
+  /** The key as last written to secret storage (so that saving the sync queue does not rewrite it). */
+  private storedKey: string | null = null;
   private syncState: SyncState = { pending: {} };
   private statusEl: HTMLElement | null = null;
   private flushTimer: number | null = null;
@@ -25,6 +30,14 @@ export default class AiAgentPlugin extends Plugin {
     const data = ((await this.loadData()) ?? {}) as Partial<PluginData>;
     this.settings = { ...DEFAULT_SETTINGS, ...(data.settings ?? {}) };
     this.syncState = data.sync ?? { pending: {} };
+    const key = loadApiKey(this.app, typeof this.settings.apiKey === "string" ? this.settings.apiKey.trim() : "");
+    this.settings.apiKey = key.key;
+    this.keyStorage = key.where;
+    if (key.where === "secret-storage") this.storedKey = key.key;
+    if (key.migrated) {
+      await this.saveSettings(); // data.json without the key
+      new Notice("AI Agent: the API key was moved from the plugin's data.json into Obsidian's secret storage; the vault's files no longer hold it.");
+    }
 
     this.registerView(CHAT_VIEW, (leaf) => new ChatView(leaf, this.client));
     this.registerView(RELATED_VIEW, (leaf) => new RelatedView(leaf, this.client));
@@ -54,8 +67,19 @@ export default class AiAgentPlugin extends Plugin {
     if (this.flushTimer !== null) window.clearTimeout(this.flushTimer);
   }
 
+  /** data.json gets the settings and the sync queue; the key only where the app has no secret storage. */
   async saveSettings(): Promise<void> {
-    await this.saveData({ settings: this.settings, sync: this.syncState } satisfies PluginData);
+    let apiKey = this.settings.apiKey;
+    if (this.keyStorage === "secret-storage") {
+      const store = secretStorageOf(this.app);
+      if (store && (this.storedKey === apiKey || writeSecret(store, apiKey))) {
+        this.storedKey = apiKey;
+        apiKey = "";
+      } else {
+        this.keyStorage = "data.json"; // the storage refused it: kept in data.json, and the tab says so
+      }
+    }
+    await this.saveData({ settings: { ...this.settings, apiKey }, sync: this.syncState } satisfies PluginData);
   }
 
   private async openView(type: string): Promise<void> {

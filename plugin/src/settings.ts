@@ -40,8 +40,21 @@ export async function testConnection(client: ApiClient): Promise<{ ok: boolean; 
   }
 }
 
+export type KeyStorage = "secret-storage" | "data.json";
+
+export const KEY_IN_SECRET_STORAGE = "Kept in Obsidian's secret storage on this device, not in the vault's files.";
+export function keyInDataJson(configDir: string): string {
+  return (
+    "Warning: this Obsidian has no secret storage (it came with Obsidian 1.11.4), so the key is stored in the plugin's " +
+    `settings file, ${configDir}/plugins/obsidian-ai-agent/data.json, which sync services (Obsidian Sync, git, cloud folders) ` +
+    "copy to other devices and backups. Update Obsidian to keep the key out of the vault's files, or use a key with the " +
+    "fewest scopes you need."
+  );
+}
+
 export interface SettingsHost {
   settings: AiAgentSettings;
+  keyStorage: KeyStorage;
   client: ApiClient;
   saveSettings(): Promise<void>;
 }
@@ -68,9 +81,10 @@ export class AiAgentSettingTab extends PluginSettingTab {
           save();
         }),
       );
+    const inSecretStorage = this.host.keyStorage === "secret-storage";
     new Setting(containerEl)
       .setName("API key")
-      .setDesc("A key of the server (read for chat and search; write for sync). Kept in this plugin's data.json: a vault synced elsewhere carries it too.")
+      .setDesc(`A key of the server (read for chat and search; write for sync). ${inSecretStorage ? KEY_IN_SECRET_STORAGE : ""}`.trim())
       .addText((t) => {
         t.inputEl.type = "password";
         t.setValue(s.apiKey).onChange((v) => {
@@ -78,6 +92,7 @@ export class AiAgentSettingTab extends PluginSettingTab {
           save();
         });
       });
+    if (!inSecretStorage) containerEl.createDiv({ cls: "oaa-warning mod-warning", text: keyInDataJson(this.app.vault.configDir) });
     new Setting(containerEl)
       .setName("Test connection")
       .setDesc("Checks the URL and the key against the server's /status.")

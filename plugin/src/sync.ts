@@ -1,10 +1,15 @@
 /** Keeps a remote server's copy of the vault in sync: one manifest call on start, then only differences.
  *
- * The queue of pending pushes is saved after every batch, so a restart resumes where it stopped. The
- * server has no move route: a rename is a DELETE of the old path and a PUT of the new one (the server's
- * indexer recognises the same bytes under a new path as a move when it sees both). */
+ * The queue of pending pushes is saved after every batch, so a restart resumes where it stopped.
+ *
+ * A rename is a move: the server has no move route, so the new path is PUT first and waited for
+ * (`?wait=true`: indexed before the answer), while the server still holds the old path, and only then is
+ * the old path DELETEd. The server's indexer looks a chunk's vector up by the hash of the text it embeds,
+ * across every note, so a note moved to another folder (its title, the file name, unchanged) keeps all
+ * its vectors. A DELETE first would drop them before the PUT is indexed. */
 
-export type Op = "put" | "delete";
+/** `move:<old path>`: the note at the key's path was renamed from there. */
+export type Op = "put" | "delete" | `move:${string}`;
 
 export interface SyncFile {
   path: string;
@@ -20,8 +25,13 @@ export interface SyncVault {
 
 export interface SyncServer {
   manifest(): Promise<Record<string, string>>;
-  putNote(path: string, content: string): Promise<void>;
+  /** `wait`: answer once the note is indexed (a move's new path, before its old path goes). */
+  putNote(path: string, content: string, options?: { wait?: boolean }): Promise<unknown>;
   deleteNote(path: string): Promise<void>;
+}
+
+function movedFrom(op: Op | undefined): string | null {
+  return op !== undefined && op.startsWith("move:") ? op.slice(5) : null;
 }
 
 export interface SyncState {
@@ -80,37 +90,65 @@ export class VaultSync {
   async diff(): Promise<number> {
     const remote = await this.server.manifest();
     const local = new Set<string>();
+    // Notes the server lacks, by hash: one whose bytes the server holds under a path the vault lost was
+    // renamed while Obsidian was closed, and is sent as a move.
+    const added = new Map<string, string[]>();
+    const moveSources = new Set([...this.pending.values()].map(movedFrom).filter((p): p is string => p !== null));
     let n = 0;
     for (const file of this.vault.getMarkdownFiles()) {
       if (this.options.excluded(file.path)) continue;
       local.add(file.path);
       if (this.pending.has(file.path)) continue;
       const hash = await sha256Hex(await this.vault.cachedRead(file));
-      if (remote[file.path] !== hash) this.pending.set(file.path, "put");
+      if (remote[file.path] !== hash) {
+        this.pending.set(file.path, "put");
+        if (!(file.path in remote)) added.set(hash, [...(added.get(hash) ?? []), file.path]);
+      }
       // Hashing reads every note: give the editor the event loop back now and then.
       if (++n % 25 === 0) await this.options.sleep(0);
     }
-    for (const path of Object.keys(remote)) {
-      if (path.toLowerCase().endsWith(".md") && !local.has(path) && !this.options.excluded(path)) {
-        this.pending.set(path, "delete");
-      }
+    for (const [path, hash] of Object.entries(remote)) {
+      if (!path.toLowerCase().endsWith(".md") || local.has(path) || this.options.excluded(path)) continue;
+      if (moveSources.has(path)) continue; // a queued move deletes it
+      const to = added.get(hash)?.shift();
+      if (to !== undefined) this.pending.set(to, `move:${path}`);
+      else this.pending.set(path, "delete");
     }
     await this.save();
     return this.pending.size;
   }
 
+  private tracked(path: string): boolean {
+    return path.toLowerCase().endsWith(".md") && !this.options.excluded(path);
+  }
+
   /** Vault events: queued at once, pushed by the next `flush` (the caller debounces it). */
   changed(path: string): void {
-    if (path.toLowerCase().endsWith(".md") && !this.options.excluded(path)) this.pending.set(path, "put");
+    // A modified note still waiting to be moved stays a move (the move reads the file when it runs).
+    if (this.tracked(path) && movedFrom(this.pending.get(path)) === null) this.pending.set(path, "put");
   }
 
   deleted(path: string): void {
-    if (path.toLowerCase().endsWith(".md") && !this.options.excluded(path)) this.pending.set(path, "delete");
+    if (!this.tracked(path)) return;
+    const from = movedFrom(this.pending.get(path));
+    if (from !== null && this.pending.get(from) !== "put") this.pending.set(from, "delete"); // the server still holds it there
+    this.pending.set(path, "delete");
   }
 
+  /** A move that keeps the server's vectors; a note moved into or out of what is synced is a put or a delete. */
   renamed(path: string, oldPath: string): void {
-    this.deleted(oldPath);
-    this.changed(path);
+    if (!this.tracked(oldPath)) return this.changed(path);
+    if (!this.tracked(path)) return this.deleted(oldPath);
+    const prior = this.pending.get(oldPath);
+    // Where the server holds the note: the old path, or where a queued move of it comes from.
+    const from = movedFrom(prior) ?? oldPath;
+    if (from !== oldPath) {
+      // A push of the earlier move may be on its way: the server may come to hold oldPath as well.
+      this.pending.set(oldPath, "delete");
+    } else {
+      this.pending.delete(oldPath);
+    }
+    this.pending.set(path, from === path ? "put" : `move:${from}`);
   }
 
   /** Pushes the queue in batches; one flush at a time (a call while one runs makes it go round again). */
@@ -165,11 +203,30 @@ export class VaultSync {
     return message;
   }
 
+  private file(path: string): SyncFile | undefined {
+    return (this.vault.getFileByPath ? this.vault.getFileByPath(path) : this.vault.getMarkdownFiles().find((f) => f.path === path)) ?? undefined;
+  }
+
   private async push(path: string, op: Op): Promise<void> {
     if (op === "delete") return this.server.deleteNote(path);
-    const file = this.vault.getFileByPath?.(path) ?? this.vault.getMarkdownFiles().find((f) => f.path === path);
-    if (!file) return this.server.deleteNote(path); // gone since it was queued
-    await this.server.putNote(path, await this.vault.cachedRead(file));
+    const from = movedFrom(op);
+    const file = this.file(path);
+    if (!file) {
+      // gone since it was queued
+      await this.server.deleteNote(path);
+      if (from !== null && !this.file(from)) await this.server.deleteNote(from);
+      return;
+    }
+    const content = await this.vault.cachedRead(file);
+    if (from === null) {
+      await this.server.putNote(path, content);
+      return;
+    }
+    // The new path indexed first, while the server still has the old one (its vectors are found by the
+    // chunks' hashes), then the old path goes, unless a note is back at it. A retry repeats both: the
+    // server takes unchanged bytes as a no-op and a missing note's DELETE as done.
+    await this.server.putNote(path, content, { wait: true });
+    if (!this.file(from) && this.pending.get(from) !== "put") await this.server.deleteNote(from);
   }
 
   private save(): Promise<void> {

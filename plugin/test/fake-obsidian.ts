@@ -119,6 +119,7 @@ export class TFile extends TAbstractFile {
 }
 
 export class Vault extends Events {
+  configDir = ".obsidian";
   files = new Map<string, string>();
   getMarkdownFiles(): TFile[] {
     return [...this.files.keys()].filter((p) => p.endsWith(".md")).map((p) => new TFile(p));
@@ -157,9 +158,32 @@ export class Workspace extends Events {
   async revealLeaf(): Promise<void> {}
 }
 
+/** App.secretStorage (Obsidian 1.11.4+): secrets kept by the app on this device, outside the vault. */
+export class SecretStorage extends Events {
+  secrets = new Map<string, string>();
+  /** Set to make setSecret throw (a device whose keychain is unavailable). */
+  broken = false;
+  setSecret(id: string, secret: string): void {
+    if (!/^[a-z0-9]+(-[a-z0-9]+)*$/.test(id)) throw new Error(`invalid secret id '${id}'`);
+    if (this.broken) throw new Error("the secret store is unavailable");
+    this.secrets.set(id, secret);
+  }
+  getSecret(id: string): string | null {
+    return this.secrets.get(id) ?? null;
+  }
+  listSecrets(): string[] {
+    return [...this.secrets.keys()];
+  }
+}
+
 export class App {
   vault = new Vault();
   workspace = new Workspace();
+  /** Absent (undefined) on an Obsidian older than 1.11.4: `new App({ secretStorage: false })`. */
+  secretStorage: SecretStorage | undefined;
+  constructor(o: { secretStorage?: boolean } = {}) {
+    this.secretStorage = o.secretStorage === false ? undefined : new SecretStorage();
+  }
 }
 
 export class Component {
@@ -196,10 +220,20 @@ export class Modal {
   close(): void {}
 }
 
+export interface Instruction {
+  command: string;
+  purpose: string;
+}
+
 export abstract class SuggestModal<T> extends Modal {
   placeholder = "";
+  emptyStateText = "No results found.";
+  instructions: Instruction[] = [];
   setPlaceholder(p: string): void {
     this.placeholder = p;
+  }
+  setInstructions(i: Instruction[]): void {
+    this.instructions = i;
   }
   abstract getSuggestions(query: string): T[] | Promise<T[]>;
   abstract renderSuggestion(value: T, el: FakeEl): void;

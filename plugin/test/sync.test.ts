@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, expect, inject, it } from "vitest";
-import { ApiClient } from "../src/api";
+import { ApiClient, type JobAccepted } from "../src/api";
 import { sha256Hex, VaultSync, type SyncServer, type SyncState } from "../src/sync";
 import { Vault } from "./fake-obsidian";
 
@@ -17,18 +17,23 @@ class RecordingServer implements SyncServer {
     for (const [p, t] of Object.entries(this.files)) m[p] = await sha256Hex(t);
     return m;
   }
-  async putNote(path: string, content: string) {
+  async putNote(path: string, content: string, options: { wait?: boolean } = {}) {
     if (this.failPuts > 0) {
       this.failPuts--;
       throw new Error("the server is away");
     }
-    this.calls.push(`put ${path}`);
+    this.calls.push(`put ${path}${options.wait ? " (wait)" : ""}`);
     this.files[path] = content;
   }
   async deleteNote(path: string) {
     this.calls.push(`delete ${path}`);
     delete this.files[path];
   }
+}
+
+function rename(vault: Vault, from: string, to: string): void {
+  vault.files.set(to, vault.files.get(from)!);
+  vault.files.delete(from);
 }
 
 function vaultOf(files: Record<string, string>): Vault {
@@ -57,19 +62,85 @@ describe("sync", () => {
     expect(remote.calls).toEqual(["manifest"]);
   });
 
-  it("sends a delete and a rename (as delete of the old path and put of the new)", async () => {
+  it("sends a delete, and a rename as a move: the new path put and indexed first, then the old one deleted", async () => {
     const remote = new RecordingServer({ "a.md": "A", "b.md": "B" });
     const vault = vaultOf({ "a.md": "A", "b.md": "B" });
     const sync = new VaultSync(vault, remote, null, noWait);
     await sync.diff();
     vault.files.delete("a.md");
     sync.deleted("a.md");
-    vault.files.delete("b.md");
-    vault.files.set("Folder/b2.md", "B");
+    rename(vault, "b.md", "Folder/b2.md");
     sync.renamed("Folder/b2.md", "b.md");
+    expect(Object.fromEntries(sync.pending)).toEqual({ "a.md": "delete", "Folder/b2.md": "move:b.md" });
     await sync.flush();
-    expect(remote.calls).toEqual(["manifest", "delete a.md", "delete b.md", "put Folder/b2.md"]);
+    expect(remote.calls).toEqual(["manifest", "delete a.md", "put Folder/b2.md (wait)", "delete b.md"]);
     expect(remote.files).toEqual({ "Folder/b2.md": "B" });
+  });
+
+  it("folds renames that follow each other into one move from where the server holds the note", async () => {
+    const remote = new RecordingServer({ "a.md": "A" });
+    const vault = vaultOf({ "a.md": "A" });
+    const sync = new VaultSync(vault, remote, null, noWait);
+    await sync.diff();
+    rename(vault, "a.md", "b.md");
+    sync.renamed("b.md", "a.md");
+    rename(vault, "b.md", "X/c.md");
+    sync.renamed("X/c.md", "b.md");
+    vault.files.set("X/c.md", "A, edited after the move");
+    sync.changed("X/c.md"); // still a move: it reads the file when it runs
+    // b.md never reached the server, but a push of the first move may have been under way: deleted too.
+    expect(Object.fromEntries(sync.pending)).toEqual({ "b.md": "delete", "X/c.md": "move:a.md" });
+    await sync.flush();
+    expect(remote.files).toEqual({ "X/c.md": "A, edited after the move" });
+    expect(remote.calls).toEqual(["manifest", "delete b.md", "put X/c.md (wait)", "delete a.md"]);
+
+    // Renamed back to where it was: a put, no move; into an excluded folder: a delete.
+    const other = new VaultSync(vault, remote, null, { ...noWait, excluded: (p) => p.startsWith("Private/") });
+    rename(vault, "X/c.md", "Private/c.md");
+    other.renamed("Private/c.md", "X/c.md");
+    expect(Object.fromEntries(other.pending)).toEqual({ "X/c.md": "delete" });
+    rename(vault, "Private/c.md", "d.md");
+    other.renamed("d.md", "Private/c.md");
+    expect(Object.fromEntries(other.pending)).toEqual({ "X/c.md": "delete", "d.md": "put" });
+  });
+
+  it("deletes both paths of a moved note deleted before the move was pushed, and keeps a note back at the old path", async () => {
+    const remote = new RecordingServer({ "a.md": "A", "b.md": "B" });
+    const vault = vaultOf({ "a.md": "A", "b.md": "B" });
+    const sync = new VaultSync(vault, remote, null, noWait);
+    await sync.diff();
+    rename(vault, "a.md", "a2.md");
+    sync.renamed("a2.md", "a.md");
+    vault.files.delete("a2.md");
+    sync.deleted("a2.md");
+    rename(vault, "b.md", "b2.md");
+    sync.renamed("b2.md", "b.md");
+    vault.files.set("b.md", "a new b"); // a new note where the moved one was
+    sync.changed("b.md");
+    await sync.flush();
+    expect(remote.files).toEqual({ "b2.md": "B", "b.md": "a new b" });
+    expect(remote.calls).not.toContain("delete b.md");
+  });
+
+  it("sends a note renamed while Obsidian was closed as a move, found by its hash in the manifest", async () => {
+    const remote = new RecordingServer({ "Old/a.md": "A", "same.md": "S", "gone.md": "G" });
+    const vault = vaultOf({ "New/a.md": "A", "same.md": "S", "new.md": "N" });
+    const sync = new VaultSync(vault, remote, null, noWait);
+    await sync.diff();
+    expect(Object.fromEntries(sync.pending)).toEqual({ "New/a.md": "move:Old/a.md", "new.md": "put", "gone.md": "delete" });
+    await sync.flush();
+    expect(remote.calls.slice(1, 3)).toEqual(["put New/a.md (wait)", "delete Old/a.md"]);
+    expect(remote.files).toEqual({ "New/a.md": "A", "same.md": "S", "new.md": "N" });
+  });
+
+  it("resumes a saved move after a restart without deleting its source twice", async () => {
+    const remote = new RecordingServer({ "a.md": "A" });
+    const vault = vaultOf({ "b.md": "A" });
+    const saved: SyncState = { pending: { "b.md": "move:a.md" } };
+    const sync = new VaultSync(vault, remote, saved, noWait);
+    expect(await sync.diff()).toBe(1); // a.md is gone from the vault, but the queued move deletes it
+    await sync.flush();
+    expect(remote.calls).toEqual(["manifest", "put b.md (wait)", "delete a.md"]);
   });
 
   it("keeps the queue after a failed batch, retries with backoff, and resumes from the saved state", async () => {
@@ -131,30 +202,86 @@ async function until(check: () => Promise<boolean>, what: string): Promise<void>
 
 describe("sync against the real server", () => {
   const client = new ApiClient(() => ({ serverUrl: server.url, apiKey: server.key }));
+  // Three sections, each long enough (40 tokens and more) to be a chunk of its own.
+  const NOTE = [
+    "# From the plugin",
+    "",
+    "The zebracorn pasture is fenced with oak posts and three rails, and the gate on its northern side is",
+    "kept shut at night so that the herd stays on the meadow between the river and the old mill.",
+    "",
+    "## Feeding",
+    "",
+    "Zebracorns graze on clover at dawn and on thistles at dusk; in winter they are given hay from the",
+    "barn loft twice a day, with a bucket of oats for the foals and the oldest mares of the herd.",
+    "",
+    "## Stabling",
+    "",
+    "Each zebracorn has a stall lined with straw that is changed every morning; the stalls face south so",
+    "that the sun dries them, and the water troughs are scrubbed on Sundays by whoever keeps the stable.",
+    "",
+  ].join("\n");
 
-  it("finds nothing to push for the vault the server holds, then pushes a new note, its rename and its deletion", async () => {
+  /** The client, keeping what each PUT answered (its indexing job). */
+  const answers: Record<string, JobAccepted> = {};
+  const recording: SyncServer = {
+    manifest: () => client.manifest(),
+    putNote: async (path, content, options) => (answers[path] = await client.putNote(path, content, options)),
+    deleteNote: (path) => client.deleteNote(path),
+  };
+
+  async function jobResult(id: number): Promise<Record<string, number>> {
+    let job: { status: string; result: Record<string, number> | null } = { status: "queued", result: null };
+    await until(async () => {
+      job = await client.request("GET", `/api/jobs/${id}`);
+      return job.status === "succeeded";
+    }, `job ${id}`);
+    return job.result!;
+  }
+
+  it("finds nothing to push for the vault the server holds, then pushes a new note, its moves (keeping its vectors) and its deletion", async () => {
     const vault = vaultOf(walk(server.vault));
-    const sync = new VaultSync(vault, client, null, { sleep: async () => {}, backoff: [200] });
+    const sync = new VaultSync(vault, recording, null, { sleep: async () => {}, backoff: [200] });
     expect(await sync.diff()).toBe(0);
 
-    vault.files.set("Inbox/From the plugin.md", "# From the plugin\n\nThe zebracorn pasture is fenced.\n");
+    vault.files.set("Inbox/From the plugin.md", NOTE);
     sync.changed("Inbox/From the plugin.md");
     await sync.flush();
+    const first = await jobResult(answers["Inbox/From the plugin.md"].job_id);
+    expect(first.chunks_embedded).toBeGreaterThan(1);
     await until(async () => (await client.search("zebracorn pasture", { k: 1 }))[0]?.path === "Inbox/From the plugin.md", "the pushed note");
 
-    vault.files.delete("Inbox/From the plugin.md");
-    vault.files.set("Inbox/Moved.md", "# From the plugin\n\nThe zebracorn pasture is fenced.\n");
-    sync.renamed("Inbox/Moved.md", "Inbox/From the plugin.md");
+    // Moved to another folder: the new path is indexed (the PUT waits for it) with every chunk's vector
+    // reused, none embedded, and the old path is gone.
+    rename(vault, "Inbox/From the plugin.md", "Archive/From the plugin.md");
+    sync.renamed("Archive/From the plugin.md", "Inbox/From the plugin.md");
     await sync.flush();
+    const moved = answers["Archive/From the plugin.md"];
+    expect(moved.status).toBe("succeeded");
+    expect(moved.result).toMatchObject({ indexed: 1, chunks_embedded: 0, chunks_reused: first.chunks_embedded });
     await until(async () => {
       const m = await client.manifest();
-      return "Inbox/Moved.md" in m && !("Inbox/From the plugin.md" in m);
-    }, "the rename");
+      return "Archive/From the plugin.md" in m && !("Inbox/From the plugin.md" in m);
+    }, "the old path's removal");
+    const found = await client.search("zebracorns graze on clover", { k: 3 });
+    expect(found[0]?.path).toBe("Archive/From the plugin.md");
+    expect(found.some((r) => r.path === "Inbox/From the plugin.md")).toBe(false);
 
-    vault.files.delete("Inbox/Moved.md");
-    sync.deleted("Inbox/Moved.md");
+    // Renamed (a new title): found at the new name, the old one gone.
+    rename(vault, "Archive/From the plugin.md", "Archive/Zebracorns.md");
+    sync.renamed("Archive/Zebracorns.md", "Archive/From the plugin.md");
     await sync.flush();
-    await until(async () => !("Inbox/Moved.md" in (await client.manifest())), "the deletion");
+    const renamed = answers["Archive/Zebracorns.md"];
+    expect(renamed.status).toBe("succeeded");
+    expect(Number(renamed.result!.chunks_embedded) + Number(renamed.result!.chunks_reused)).toBe(first.chunks_embedded);
+    await until(async () => !("Archive/From the plugin.md" in (await client.manifest())), "the old name's removal");
+    const foundRenamed = await client.search("zebracorns graze on clover", { k: 3 });
+    expect(foundRenamed[0]?.path).toBe("Archive/Zebracorns.md");
+    expect(foundRenamed.some((r) => r.path === "Archive/From the plugin.md")).toBe(false);
+
+    vault.files.delete("Archive/Zebracorns.md");
+    sync.deleted("Archive/Zebracorns.md");
+    await sync.flush();
+    await until(async () => !("Archive/Zebracorns.md" in (await client.manifest())), "the deletion");
     expect(sync.pending.size).toBe(0);
   });
 });
