@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
-import ipaddress
 import json
 import logging
 import re
@@ -23,15 +22,13 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from obsidian_ai_agent.monitoring_config import ChannelSettings
 from obsidian_ai_agent.ops import channel_messages
 from obsidian_ai_agent.ops import channels as ch
+
+from .test_serve import self_signed  # a certificate for 127.0.0.1 and its key
 
 USER, PASSWORD = "alerts", "s3cret-Pa55word"
 TOKEN_PATH = "/services/T000/B000/SECRETTOKEN"
@@ -66,35 +63,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def self_signed(folder: Path) -> Path:
-    """A certificate for 127.0.0.1 (as tests/test_serve.py makes one); returns one PEM with cert and key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file
-
-
 # --- a real SMTP server ------------------------------------------------------------------------------
 
 
@@ -119,7 +87,7 @@ def check_login(server: Any, session: Any, envelope: Any, mechanism: str, auth_d
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return self_signed(tmp_path_factory.mktemp("tls"))
+    return self_signed(tmp_path_factory.mktemp("tls"))[0]
 
 
 def _server_context(cert: Path) -> ssl.SSLContext:
