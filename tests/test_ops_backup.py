@@ -83,8 +83,14 @@ def repack(
 
 
 def flip_a_byte(db: Path) -> None:
+    """Damage the chunks table: flip the page-type byte of its root page (a byte in free space or an
+    unused page would pass every integrity check, so the byte is chosen where a check must look)."""
+    conn = sqlite3.connect(db)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name='chunks'").fetchone()[0]
+    conn.close()
     data = bytearray(db.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    data[(root - 1) * page_size] ^= 0xFF
     db.write_bytes(bytes(data))
 
 
