@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -327,9 +328,17 @@ def test_a_read_key_is_rate_limited_and_logged_like_any_read_route(
     headers = {"Authorization": f"Bearer {service['read']}", "Accept": "application/json, text/event-stream"}
     with caplog.at_level(logging.INFO, logger="obsidian_ai_agent.access"):
         r = httpx.post(service["url"] + "/mcp", json=body, headers=headers)
+        # The access line is written once the server has sent the last byte, which a loaded machine
+        # can schedule after the client has read it: wait for it (up to 10 s).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rid = r.headers.get("X-Request-ID")
+            logged = [rec for rec in caplog.records if getattr(rec, "request_id", None) == rid]
+            if logged:
+                break
+            time.sleep(0.05)
     assert r.status_code == 200, r.text
     assert int(r.headers["X-RateLimit-Limit"]) == 300 and r.headers["X-Request-ID"]
-    logged = [rec for rec in caplog.records if getattr(rec, "request_id", None) == r.headers["X-Request-ID"]]
     assert [(rec.route, rec.status, rec.key_id) for rec in logged] == [("/mcp", 200, service["read_id"])]  # type: ignore[attr-defined]
     assert service["read"] not in caplog.text
 
