@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -148,7 +148,7 @@ async def samples(
 
 
 @router.get("/api/monitor", response_model=MonitorState)
-async def monitor(request: Request, engine: EngineDep) -> dict[str, Any]:
+async def monitor(engine: EngineDep) -> dict[str, Any]:
     """Whether the monitor runs, which process holds it, its last sample, its rules and channels
     (channel secrets never appear)."""
     return await run_sync(lambda: alerts.status(engine))

@@ -8,7 +8,6 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,9 +16,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from .. import __version__
-from ..engine import Engine
 from ..ops import alerts
-from ..ops.checks import CHECK_TIMEOUT, CHECKS, RANK, CheckResult, State
+from ..ops.checks import CHECKS, RANK, State, run_checks
 from ..store import StoreError
 from .alerts import Alert
 from .deps import EngineDep, SettingsDep, require, run_sync
@@ -28,8 +26,6 @@ from .errors import ERROR_RESPONSES, ApiError, ErrorResponse
 log = logging.getLogger("obsidian_ai_agent.api")
 
 router = APIRouter(tags=["health"])
-
-_RANK = RANK
 
 
 def uptime(request: Request) -> float:
@@ -181,27 +177,6 @@ class DetailedHealth(BaseModel):
     alerts: list[Alert] = Field(default_factory=list, description="Alerts firing now (the monitor's).")
 
 
-async def run_check(
-    name: str, fn: Callable[[Engine], tuple[str, dict[str, Any]]], engine: Engine
-) -> Component:
-    t0 = time.perf_counter()
-    state: State = "ok"
-    details: dict[str, Any] = {}
-    try:
-        with anyio.fail_after(CHECK_TIMEOUT):
-            message, details = await run_sync(lambda: fn(engine))
-    except CheckResult as r:
-        state, message, details = r.state, r.message, r.details
-    except TimeoutError:
-        state, message = "down", f"the check did not finish within {CHECK_TIMEOUT:g} s"
-    except Exception as e:  # a check that breaks reports its component down; the page still answers
-        log.warning("health check %s failed", name, exc_info=True)
-        state, message = "down", f"{type(e).__name__}: {e}"
-    return Component(
-        state=state, latency_ms=round((time.perf_counter() - t0) * 1000, 2), message=message, details=details
-    )
-
-
 def system_figures(data_dir: Path) -> SystemFigures:
     import psutil
 
@@ -229,7 +204,7 @@ def overall(components: dict[str, Component], llm_critical: bool) -> State:
     states: list[State] = []
     for name, c in components.items():
         states.append("degraded" if name == "llm" and c.state == "down" and not llm_critical else c.state)
-    return max(states, key=lambda s: _RANK[s], default="ok")
+    return max(states, key=lambda s: RANK[s], default="ok")
 
 
 @router.get(
@@ -243,20 +218,19 @@ async def detailed(request: Request, engine: EngineDep) -> DetailedHealth:
     integrity check), vector search (a kNN on the live matrix), the embedding model (a probe text), the
     language model (its server's `/models`, or its file), and free disk space; plus CPU, memory and disk
     figures. Always 200: the states are in the body."""
-    components: dict[str, Component] = {}
+    checks: list[dict[str, dict[str, Any]]] = []
     figures: list[SystemFigures] = []
 
-    async def one(name: str) -> None:
-        components[name] = await run_check(name, CHECKS[name], engine)
+    async def components() -> None:  # every check side by side, each bounded (ops.checks.run_checks)
+        checks.append(await run_sync(lambda: run_checks(engine)))
 
     async def system() -> None:
         figures.append(await run_sync(lambda: system_figures(engine.settings.data_dir)))
 
     async with anyio.create_task_group() as tg:
-        for name in CHECKS:
-            tg.start_soon(one, name)
+        tg.start_soon(components)
         tg.start_soon(system)
-    ordered = {name: components[name] for name in CHECKS}
+    ordered = {name: Component(**checks[0][name]) for name in CHECKS}
     return DetailedHealth(
         status=overall(ordered, engine.settings.llm.on_error == "fail"),
         version=__version__,

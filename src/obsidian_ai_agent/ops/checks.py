@@ -245,7 +245,3 @@ def _timed(fn: Callable[[Engine], tuple[str, dict[str, Any]]], engine: Engine) -
         "details": details,
         "latency_ms": round((time.perf_counter() - t0) * 1000, 2),
     }
-
-
-def worst(states: list[str]) -> str:
-    return max(states, key=lambda s: RANK.get(s, 2), default="ok")
