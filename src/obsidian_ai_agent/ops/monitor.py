@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..monitoring_config import SEVERITY_RANK
 from ..store.monitoring import AlertRow, MonitorStore
 from . import maintenance
 from .channels import Channel, ChannelError, Notification, make_channels
@@ -91,6 +90,12 @@ class Monitor:
         self._sending: dict[int, Future[None]] = {}
         self._thinned = 0.0
         self.holding = False
+        self._rules = self.settings.active_rules()
+        # How far back a cycle reads samples: the leak window, or the longest `for` / `keep_firing_for`
+        # plus the no-data allowance, with a few intervals to spare.
+        longest = max((max(r.for_, r.keep_firing_for) for r in self._rules.values()), default=0.0)
+        s = self.settings
+        self._reach = max(s.leak_window_s, longest + s.no_data_s + 3 * s.interval_s)
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -136,9 +141,11 @@ class Monitor:
         now = time.time()
         assert self._sampler is not None
         figures = self._sampler.sample()
-        figures["rss_growth_mb_per_hour"] = self._leak(now, figures.get("rss_mb"))
+        # One read of the stored samples serves the leak figure and every rule.
+        history = self.store.samples(now - self._reach, 0)
+        figures["rss_growth_mb_per_hour"] = self._leak(now, figures.get("rss_mb"), history)
         self.store.add_sample(now, figures)
-        self.evaluate(now)
+        self.evaluate(now, [*history, {**figures, "at": now}])
         self.deliver(now)
         if now - self._thinned >= THIN_EVERY:
             self._thinned = now
@@ -146,26 +153,25 @@ class Monitor:
             prune_logs(self.engine, now)
         return True
 
-    def _leak(self, now: float, rss: float | None) -> float:
+    def _leak(self, now: float, rss: float | None, history: list[dict[str, Any]]) -> float:
         window = self.settings.leak_window_s
-        points = [(s["at"], s["rss_mb"]) for s in self.store.samples(now - window, 0) if s.get("rss_mb")]
+        points = [(s["at"], s["rss_mb"]) for s in history if s["at"] >= now - window and s.get("rss_mb")]
         if rss is not None:
             points.append((now, rss))
         return steady_growth(points, window)
 
     # -- rules and alerts ---------------------------------------------------------------------------
 
-    def evaluate(self, now: float) -> None:
-        rules = self.settings.active_rules()
-        longest = max((max(r.for_, r.keep_firing_for) for r in rules.values()), default=0.0)
+    def evaluate(self, now: float, samples: list[dict[str, Any]]) -> None:
+        """Fire, repeat and resolve alerts by the rules over `samples` (oldest first, the newest last)."""
         no_data = self.settings.no_data_s
-        samples = self.store.samples(now - longest - no_data - 3 * self.settings.interval_s, 0)
         muted = maintenance.current(self.engine) is not None
+        open_now = {(a.rule, a.severity): a for a in self.store.open_alerts()}
         seen: set[tuple[str, str]] = set()
-        for name, rule in rules.items():
+        for name, rule in self._rules.items():
             verdict = evaluate(name, rule, samples, now, no_data)
             seen.add((name, rule.severity))
-            open_alert = self.store.open_alert(name, rule.severity)
+            open_alert = open_now.get((name, rule.severity))
             if verdict.holds:
                 alert, made = self.store.fire(
                     name, rule.severity, verdict.summary, verdict.value, rule.threshold, rule.rollback
@@ -179,8 +185,8 @@ class Monitor:
                     self._queue(alert, "firing" if alert.last_notified_at is None else "repeat")
             elif open_alert is not None and not still_firing(rule, samples, now, no_data):
                 self._resolve(open_alert, "the condition no longer holds", muted and rule.mute_in_maintenance)
-        for alert in self.store.open_alerts():
-            if (alert.rule, alert.severity) not in seen:  # its rule was removed or disabled
+        for key, alert in open_now.items():
+            if key not in seen:  # its rule was removed or disabled
                 self._resolve(alert, "the rule is no longer configured", muted)
 
     def _due(self, alert: AlertRow, now: float) -> bool:
@@ -275,7 +281,3 @@ def prune_logs(engine: Engine, now: float) -> int:
             except OSError:
                 continue
     return removed
-
-
-def worst_open(alerts: list[AlertRow]) -> str | None:
-    return max((a.severity for a in alerts), key=lambda s: SEVERITY_RANK.get(s, 0), default=None)
