@@ -218,19 +218,21 @@ class Route:
     scope: str | None
     group: str | None
     doc: str
+    open_in_maintenance: bool = False
 
     @property
     def key(self) -> str:
         return f"{self.method} {self.path}"
 
 
-def _requirement(fn: Any) -> tuple[str, str] | None:
-    """(scope, rate-limit group) of a `require(scope, group)` dependency, read from its closure."""
+def _requirement(fn: Any) -> tuple[str, str, bool] | None:
+    """(scope, rate-limit group, open in maintenance) of a `require(scope, group, in_maintenance=...)`
+    dependency, read from its closure."""
     if fn is None or not getattr(fn, "__name__", "").startswith("require_"):
         return None
     names = inspect.getclosurevars(fn).nonlocals
     scope = str(names["scope"])
-    return scope, str(names.get("group") or scope)
+    return scope, str(names.get("group") or scope), bool(names.get("in_maintenance"))
 
 
 def _normal(path: str) -> str:
@@ -246,16 +248,16 @@ def routes(app: Any) -> list[Route]:
 
     found: list[Route] = []
 
-    def walk(items: list[Any], inherited: list[tuple[str, str]]) -> None:
+    def walk(items: list[Any], inherited: list[tuple[str, str, bool]]) -> None:
         for r in items:
             if isinstance(r, APIRoute):
                 needs = list(inherited)
                 needs += [n for d in r.dependencies if (n := _requirement(d.dependency))]
                 needs += [n for d in r.dependant.dependencies if (n := _requirement(d.call))]
                 needs = list(dict.fromkeys(needs))
-                if len({s for s, _ in needs}) > 1:
+                if len({n[0] for n in needs}) > 1:
                     raise NotDocumented(f"{r.path} requires several scopes: {needs}")
-                scope, group = needs[0] if needs else (None, None)
+                scope, group, stays_open = needs[0] if needs else (None, None, False)
                 for method in sorted(r.methods - {"HEAD"}):
                     found.append(
                         Route(
@@ -265,6 +267,7 @@ def routes(app: Any) -> list[Route]:
                             scope,
                             group,
                             r.endpoint.__doc__ or "",
+                            stays_open,
                         )
                     )
             elif hasattr(r, "original_router"):  # an included router
@@ -423,7 +426,7 @@ MAINTENANCE = "maintenance"
 
 # code: (status, the routes that give it (None: any route whose schema lists the status; (): none in
 # particular, a connection-level or preflight answer), meaning). `maintenance` goes to every route
-# maintenance mode refuses (api/maintenance.py `gated`).
+# maintenance mode refuses (api/deps.py `refused_in_maintenance`).
 ERROR_CODES: dict[str, tuple[int, tuple[str, ...] | None, str]] = {
     "bad_request": (
         400,
@@ -637,14 +640,14 @@ def check_error_codes(schema_keys: set[str]) -> None:
 
 
 def codes_for(route: Route, status: int) -> list[str]:
-    from obsidian_ai_agent.api.maintenance import gated
+    from obsidian_ai_agent.api.deps import refused_in_maintenance
 
     chosen = []
     for name, (code_status, where, _) in ERROR_CODES.items():
         if code_status != status:
             continue
         if name == MAINTENANCE:
-            if gated(route.method, route.path):
+            if refused_in_maintenance(route.method, route.scope, route.open_in_maintenance):
                 chosen.append(name)
         elif where is None or route.key in where:
             chosen.append(name)
@@ -791,9 +794,10 @@ statuses and codes it can answer with.
 |---|---|---|
 {code_rows}
 
-While maintenance mode is on, the routes that write (POST, PUT, PATCH and DELETE under `/api/`, and
-`POST /reindex`) answer 503 `maintenance`; reads, including the reads sent as POST (`/api/search`,
-`/api/related`, `/api/ask`), go on, and `/api/maintenance` itself is never refused. See
+While maintenance mode is on, the routes that write (a POST, PUT, PATCH or DELETE that needs a `write`
+or `admin` key, `POST /reindex` included) answer 503 `maintenance` once the key is checked; reads,
+including the reads sent as POST (`/api/search`, `/api/related`, `/api/ask`), go on, and
+`/api/maintenance` itself is never refused. See
 [monitoring.md](monitoring.md#maintenance-mode).
 
 ## Limits and timeouts
@@ -927,9 +931,9 @@ def _operation(method: str, path: str, op: dict[str, Any], route: Route, example
         facts = f"Scope: `{route.scope}`{also}. Rate-limit group: `{route.group}`."
     else:
         facts = "Scope: none (no key needed)."
-    from obsidian_ai_agent.api.maintenance import gated
+    from obsidian_ai_agent.api.deps import refused_in_maintenance
 
-    if gated(method, path):
+    if refused_in_maintenance(method, route.scope, route.open_in_maintenance):
         facts += " Refused with 503 `maintenance` while maintenance mode is on."
     out.append(facts)
 

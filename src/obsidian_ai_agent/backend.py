@@ -20,7 +20,6 @@ from fastapi.responses import JSONResponse
 
 from . import __version__, observability
 from .api import errors, routers
-from .api.maintenance import MaintenanceGate
 from .api.middleware import CORS, BodyLimit, BodyTimeout, RequestContext, Timeout
 from .config import Settings, load_settings
 from .embeddings import Embedder
@@ -136,7 +135,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     # Added inside-out: the last one added is the outermost.
     app.add_middleware(Timeout, seconds=s.server.request_timeout)
-    app.add_middleware(MaintenanceGate)
     app.add_middleware(
         BodyLimit,
         limit=s.server.max_body_bytes,

@@ -1,4 +1,5 @@
-"""What routes depend on: the engine, and `require(scope)` (authenticate, then rate-limit)."""
+"""What routes depend on: the engine, and `require(scope)` (authenticate, refuse writes during maintenance,
+then rate-limit)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from ..config import Settings
 from ..engine import Engine
+from ..ops.maintenance import MaintenanceCache
 from ..security.auth import Principal, authenticate
 from ..security.errors import Refused
 from ..security.ratelimit import enforce_rate_limit
 
 Scope = Literal["read", "write", "admin"]
 ANONYMOUS = Principal(None)
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # The two ways to send a key, declared for OpenAPI (so /docs can "Authorize" and "Try it out"); either
 # one will do. They only document: `authenticate` reads the headers and gives the refusals.
@@ -39,7 +42,7 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def require(scope: Scope, group: str | None = None) -> Any:
+def require(scope: Scope, group: str | None = None, *, in_maintenance: bool = False) -> Any:
     """A dependency: the caller's key must hold `scope` (admin holds all), then the rate limit of
     `group` (default: the scope's name) is charged to the key, or to the client address when anonymous.
     Sets `request.state.principal`; refusals raise `Refused` (401, 403, 429), which
@@ -58,11 +61,49 @@ def require(scope: Scope, group: str | None = None) -> Any:
                 await enforce_rate_limit(request, response, ANONYMOUS, "auth")
             raise
         request.state.principal = principal
+        # Maintenance mode refuses what writes: a POST, PUT, PATCH or DELETE to a route that needs a write
+        # or admin key. Reads sent as POST need a read key and go on; `in_maintenance` keeps a route open
+        # (the switch itself).
+        if refused_in_maintenance(request.method, scope, in_maintenance):
+            await refuse_during_maintenance(request)
         await enforce_rate_limit(request, response, principal, group or scope)
         return principal
 
     dependency.__name__ = f"require_{scope}"
     return Depends(dependency)
+
+
+def refused_in_maintenance(method: str, scope: str | None, in_maintenance: bool = False) -> bool:
+    """Whether maintenance mode refuses a request: a POST, PUT, PATCH or DELETE to a route that needs a
+    write or admin key, unless the route stays open (`require(..., in_maintenance=True)`)."""
+    return scope in ("write", "admin") and not in_maintenance and method.upper() in WRITE_METHODS
+
+
+def maintenance_cache(app: Any) -> MaintenanceCache:
+    """This app's (this worker's) maintenance cache, made on first use."""
+    cache: MaintenanceCache | None = getattr(app.state, "maintenance_cache", None)
+    if cache is None:
+        cache = MaintenanceCache()
+        app.state.maintenance_cache = cache
+    return cache
+
+
+async def refuse_during_maintenance(request: Request) -> None:
+    """503, code `maintenance`, the operator's message verbatim and `Retry-After`, while maintenance is
+    on (read through the worker's cache: at most one meta read per second)."""
+    engine = get_engine(request)
+    cache = maintenance_cache(request.app)
+    m = await run_sync(lambda: cache.get(engine)) if cache.stale() else cache.get(engine)
+    if m is None:
+        return
+    wait = m.retry_after()
+    raise Refused(
+        503,
+        m.message,
+        code="maintenance",
+        details={"until": m.until, "since": m.since, "retry_after": wait},
+        headers={"Retry-After": str(wait), "Cache-Control": "no-store"},
+    )
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

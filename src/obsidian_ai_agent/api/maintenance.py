@@ -1,20 +1,15 @@
-"""Maintenance mode over HTTP: the gate that refuses writes while it is on, `GET`/`POST /api/maintenance`
-(admin) and the public status page `GET /status-page` (no key).
-
-The gate is a pure ASGI middleware inside the request-id, logging and body-limit layers and outside the
-routes: while maintenance is on, a POST, PUT, PATCH or DELETE under `/api/` (and the legacy `/reindex`)
-answers 503 in the error shape, code `maintenance`, with the operator's message verbatim and
-`Retry-After`, before any route, key check or rate limit runs. Reads go on, including the reads sent
-as POST (`/api/search`, `/api/related`, `/api/ask`) and `/api/maintenance` itself, so it can be turned
-off. `/mcp` is left alone.
+"""Maintenance mode over HTTP: `GET`/`POST /api/maintenance` (admin) and the public status page
+`GET /status-page` (no key). While it is on, `require()` (api/deps.py) refuses every route that writes:
+a POST, PUT, PATCH or DELETE needing a write or admin key answers 503, code `maintenance`, with the
+operator's message verbatim and `Retry-After`, after the key check and before the rate limit. Reads,
+the reads sent as POST (`/api/search`, `/api/related`, `/api/ask`) included, go on; so does this switch.
+`/mcp` checks its keys per tool and is left alone.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
@@ -23,90 +18,8 @@ from ..ops import maintenance as ops
 from ..security.auth import Principal
 from ..web import status_page
 from .bodies import RequestBody
-from .deps import EngineDep, require, run_sync
+from .deps import EngineDep, maintenance_cache, require, run_sync
 from .errors import ERROR_RESPONSES, ApiError
-from .middleware import ASGIApp, Receive, Scope, Send
-
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Routes that change nothing although they are sent as POST, and the switch itself.
-EXEMPT = frozenset({"/api/search", "/api/related", "/api/ask", "/api/maintenance"})
-# Writing routes outside /api/ (the legacy alias of /api/reindex; `/ask` is a read).
-LEGACY_WRITES = frozenset({"/reindex"})
-
-
-def gated(method: str, path: str) -> bool:
-    """Whether maintenance refuses this request."""
-    if method.upper() not in WRITE_METHODS:
-        return False
-    path = path.rstrip("/") or "/"
-    if path in EXEMPT:
-        return False
-    return path.startswith("/api/") or path in LEGACY_WRITES
-
-
-def cache_of(app: Any) -> ops.MaintenanceCache:
-    """This app's (this worker's) maintenance cache, made on first use."""
-    cache: ops.MaintenanceCache | None = getattr(app.state, "maintenance_cache", None)
-    if cache is None:
-        cache = ops.MaintenanceCache()
-        app.state.maintenance_cache = cache
-    return cache
-
-
-def refusal(m: ops.Maintenance) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    """The 503's body and headers for a write refused by maintenance `m`."""
-    body = json.dumps(
-        {
-            "error": {
-                "code": "maintenance",
-                "message": m.message,
-                "details": {"until": m.until, "since": m.since, "retry_after": m.retry_after()},
-            }
-        },
-        ensure_ascii=False,
-    ).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(m.retry_after()).encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    return body, headers
-
-
-class MaintenanceGate:
-    """503 with the maintenance message and `Retry-After` for a write while maintenance is on; every
-    other request, and every request while it is off, goes on untouched. The state is read through
-    the worker's `MaintenanceCache`: at most one meta read per second."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = str(scope.get("path", ""))
-        root = str(scope.get("root_path", "") or "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        application = scope.get("app")
-        engine = getattr(getattr(application, "state", None), "engine", None)
-        if engine is None or not gated(str(scope.get("method", "")), path):
-            await self.app(scope, receive, send)
-            return
-        cache = cache_of(application)
-        if cache.stale():
-            m = await anyio.to_thread.run_sync(cache.get, engine, abandon_on_cancel=True)
-        else:
-            m = cache.get(engine)
-        if m is None:
-            await self.app(scope, receive, send)
-            return
-        body, headers = refusal(m)
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
 
 # -- the admin switch -----------------------------------------------------------------------------
 
@@ -153,9 +66,13 @@ async def get_maintenance(engine: EngineDep) -> dict[str, Any]:
     return ops.state_dict(await run_sync(lambda: ops.current(engine)))
 
 
-@router.post("/api/maintenance", response_model=MaintenanceState, dependencies=[require("admin")])
+@router.post(
+    "/api/maintenance",
+    response_model=MaintenanceState,
+    dependencies=[require("admin", in_maintenance=True)],  # the switch stays open, to turn it off
+)
 async def set_maintenance(request: Request, body: MaintenanceChange, engine: EngineDep) -> dict[str, Any]:
-    """Turn maintenance on (writes under `/api/` answer 503 with `message` and `Retry-After`; reads go
+    """Turn maintenance on (routes that write answer 503 with `message` and `Retry-After`; reads go
     on; alerts are muted; the status page says Maintenance) or off. Every worker sees the change
     within a second."""
     by = _by(getattr(request.state, "principal", None))
@@ -170,7 +87,7 @@ async def set_maintenance(request: Request, body: MaintenanceChange, engine: Eng
             raise ApiError(400, str(e)) from None
 
     m = await run_sync(change)
-    cache_of(request.app).clear()
+    maintenance_cache(request.app).clear()
     return ops.state_dict(m)
 
 
