@@ -22,7 +22,6 @@ Usage: python bench/rollback.py [--limit N] [--quick] [--fresh] [--out FILE]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -50,7 +49,6 @@ from tests.releases import (
     PREVIOUS_SCHEMA,
     Install,
     check_reasons,
-    damage_keyword_index,
     failed_checks,
     materialise,
     meta_value,
@@ -154,33 +152,29 @@ def main() -> None:
         }
 
         log("upgrade: backup by the previous release, stop, the working tree on the same data dir")
-        t0 = time.monotonic()
-        backup = json.loads(install.run(previous, "backup", "--json").stdout)
-        backup_s = time.monotonic() - t0
-        service.stop()
-        service = install.start(current)
-        upgrade_s = time.monotonic() - t0
+        up = install.upgrade(previous, current, service)
+        service, backup = up.service, up.backup
         assert schema_version(db) == CURRENT_SCHEMA
         result["backup"] = {
-            "seconds": round(backup_s, 2),
+            "seconds": round(up.backup_seconds, 2),
             "seconds_in_backup": backup["seconds"],
             "bytes": backup["size"],
             "schema_version": backup["manifest"]["schema_version"],
         }
         result["upgrade"] = {
-            "seconds": round(upgrade_s, 2),
+            "seconds": round(up.seconds, 2),
             "pre_migration_copy": (data / f"index.sqlite.pre-migration-v{PREVIOUS_SCHEMA}").is_file(),
         }
 
         log("break: the upgraded index's keyword pages overwritten while it is stopped")
-        service.stop()
-        pages = damage_keyword_index(db)
-        service = install.start(current)
-        code, report = install.smoke(current, service)
-        decision = time.monotonic()
-        if code != 1:
-            raise SystemExit(f"smoke passed a damaged index: {report}")
-        result["break"] = {"pages_overwritten": pages, "failed_checks": sorted(failed_checks(report))}
+        broken = install.break_upgrade(current, service)
+        service, decision = broken.service, broken.decision
+        if broken.smoke_exit != 1:
+            raise SystemExit(f"smoke passed a damaged index: {broken.smoke}")
+        result["break"] = {
+            "pages_overwritten": broken.pages,
+            "failed_checks": sorted(failed_checks(broken.smoke)),
+        }
 
         log("rollback: the runbook's steps")
         rb = install.roll_back(current, service, PREVIOUS_RELEASE, releases / "reinstalled", decision)

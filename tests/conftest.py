@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,18 @@ def embedder():  # type: ignore[no-untyped-def]
     from obsidian_ai_agent.embeddings import LocalEmbedder
 
     return LocalEmbedder()
+
+
+def wait_for(cond: Callable[[], Any], what: str, limit: float = 60.0) -> Any:
+    """Poll `cond()` until it returns something true, and return that; fail saying `what` did not
+    happen within `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {limit:g} s")
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

@@ -284,6 +284,29 @@ class Rollback:
 
 
 @dataclass
+class Upgrade:
+    """What `Install.upgrade` did: the previous release's backup (its `--json` answer), how long the
+    backup and the whole upgrade took, and the upgraded service."""
+
+    backup: dict[str, Any]
+    backup_seconds: float
+    seconds: float
+    service: Service
+
+
+@dataclass
+class Break:
+    """What `Install.break_upgrade` did: pages overwritten, the failing smoke and when it answered (the
+    decision, monotonic), and the restarted service."""
+
+    pages: int
+    smoke_exit: int
+    smoke: dict[str, Any]
+    decision: float
+    service: Service
+
+
+@dataclass
 class Install:
     """A data dir whose `config.yaml` names the vault, served by one release after another. Every service
     it starts is stopped by `stop_all`."""
@@ -352,6 +375,25 @@ class Install:
     def stop_all(self) -> None:
         for s in self.services:
             s.stop()
+
+    def upgrade(self, previous: Release, current: Release, service: Service) -> Upgrade:
+        """The upgrade in place: a backup by the previous release into <data dir>/backups/, stop, the
+        current release on the same data dir (it migrates the index)."""
+        t0 = time.monotonic()
+        backup = json.loads(self.run(previous, "backup", "--json").stdout)
+        backup_s = time.monotonic() - t0
+        service.stop()
+        upgraded = self.start(current)
+        return Upgrade(backup, backup_s, time.monotonic() - t0, upgraded)
+
+    def break_upgrade(self, current: Release, service: Service) -> Break:
+        """The upgraded index damaged while the service is stopped (its keyword pages overwritten), the
+        service restarted and smoked: the smoke's answer is the decision to roll back."""
+        service.stop()
+        pages = damage_keyword_index(self.db)
+        restarted = self.start(current)
+        code, report = self.smoke(current, restarted)
+        return Break(pages, code, report, time.monotonic(), restarted)
 
     def roll_back(
         self, failed: Release, service: Service, previous_commit: str, reinstall_into: Path, decision: float

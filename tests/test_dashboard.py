@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,8 @@ import numpy as np
 import pytest
 
 from obsidian_ai_agent.store import Store
-from tests.conftest import DOCS_VAULT, copy_tree
+from tests.conftest import DOCS_VAULT, copy_tree, wait_for
+from tests.openai_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 UVICORN = [sys.executable, "-m", "uvicorn", "obsidian_ai_agent.backend:app", "--host", "127.0.0.1"]
@@ -39,24 +38,6 @@ QUERIES = ("how do I add a due date to a task", "recurring tasks", "filter by ta
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium (make test installs it)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def until(what: str, check: Any, seconds: float = 60.0) -> Any:
-    """Poll `check()` until it returns something true; fail saying `what` did not happen."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {seconds:g} s")
 
 
 class Service:
@@ -90,7 +71,7 @@ class Service:
             except httpx.HTTPError:
                 return False
 
-        until("the service starting", up, 120)
+        wait_for(up, "the service starting", 120)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -185,27 +166,27 @@ def test_an_operator_signs_in_sees_health_and_graphs_acknowledges_an_alert_and_o
         job_id = api.post("/api/reindex").json()["job_id"]
         for q in QUERIES:
             assert api.post("/api/search", json={"query": q, "k": 3}).status_code == 200
-        until(
-            "the reindex finishing",
+        wait_for(
             lambda: api.get(f"/api/jobs/{job_id}").json()["status"] in ("succeeded", "failed"),
+            "the reindex finishing",
         )
         job = api.get(f"/api/jobs/{job_id}").json()
         assert job["status"] == "succeeded" and job["result"]["indexed"] == 1, job
         stages = {s["stage"] for s in job["stages"]}
         assert {"scan", "embed"} <= stages, stages
-        until(
-            "a sample counting the searches",
+        wait_for(
             lambda: any(
                 (s.get("request_rate") or 0) > 0
                 for s in api.get("/api/monitor/samples?window=1h").json()["samples"]
             ),
+            "a sample counting the searches",
         )
 
         def disk_alert() -> dict[str, Any] | None:
             alerts = api.get("/api/health/alerts").json()["open"]
             return next((a for a in alerts if a["rule"] == "disk_warning"), None)
 
-        alert = until("the disk alert firing", disk_alert)
+        alert = wait_for(disk_alert, "the disk alert firing")
         assert alert["acked_by"] is None
         wrong = httpx.get(service.url + "/api/jobs", headers={"X-API-Key": WRONG_KEY})
         assert wrong.status_code == 401

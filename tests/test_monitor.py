@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,19 +31,8 @@ from obsidian_ai_agent.ops.monitor import Monitor
 from obsidian_ai_agent.ops.rules import evaluate, steady_growth, still_firing
 from obsidian_ai_agent.store.monitoring import FIVE_MIN, HOURLY, RAW, MonitorStore
 
-from .conftest import copy_tree
+from .conftest import copy_tree, wait_for
 from .openai_server import free_port
-
-
-def wait_for(cond: Callable[[], Any], what: str, limit: float = 60.0) -> Any:
-    deadline = time.time() + limit
-    while time.time() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {limit:g} s")
-
 
 # -- loopback servers the monitor talks to ---------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from .releases import (
     PREVIOUS_SCHEMA,
     Install,
     check_reasons,
-    damage_keyword_index,
     failed_checks,
     materialise,
     meta_value,
@@ -85,26 +84,20 @@ def test_a_failed_upgrade_is_rolled_back_to_the_previous_release_and_its_data_wi
         assert all(before.values()), before
 
         # -- the upgrade: a backup by the previous release, stop, the working tree on the same data dir.
-        t0 = time.monotonic()
-        backup = json.loads(install.run(previous, "backup", "--json").stdout)
-        backup_s = time.monotonic() - t0
+        up = install.upgrade(previous, current, service)
+        service, backup = up.service, up.backup
         assert Path(backup["path"]).parent == data / "backups"
         assert backup["manifest"]["schema_version"] == PREVIOUS_SCHEMA
-        service.stop()
-        service = install.start(current)
-        upgrade_s = time.monotonic() - t0
         assert schema_version(db) == CURRENT_SCHEMA
         assert schema_version(data / f"index.sqlite.pre-migration-v{PREVIOUS_SCHEMA}") == PREVIOUS_SCHEMA
         assert all(search_results(service.url, install.key, QUERIES).values())  # the upgrade itself worked
 
         # -- the break: the upgraded index damaged while the service is down; it starts, smoke fails.
-        service.stop()
-        assert damage_keyword_index(db) > 0
-        service = install.start(current)
-        code, report = install.smoke(current, service)
-        decision = time.monotonic()
-        failed = failed_checks(report)
-        assert code == 1 and "search" in failed, f"smoke passed a damaged index: {report}"
+        broken = install.break_upgrade(current, service)
+        service, decision = broken.service, broken.decision
+        failed = failed_checks(broken.smoke)
+        assert broken.pages > 0
+        assert broken.smoke_exit == 1 and "search" in failed, f"smoke passed a damaged index: {broken.smoke}"
         print(f"\nthe upgraded release fails smoke: {failed}")
 
         # -- the rollback, timed from the decision to the first passing smoke of the previous release.
@@ -113,8 +106,8 @@ def test_a_failed_upgrade_is_rolled_back_to_the_previous_release_and_its_data_wi
         )
         print(f"rollback, decision to a passing smoke: {rb.seconds:.1f} s; steps {rb.laps}")
         print(
-            f"install {install_s:.1f} s, backup {backup_s:.1f} s ({backup['size']} bytes), "
-            f"upgrade {upgrade_s:.1f} s"
+            f"install {install_s:.1f} s, backup {up.backup_seconds:.1f} s ({backup['size']} bytes), "
+            f"upgrade {up.seconds:.1f} s"
         )
         print(f"kept state: {rb.kept_state}")
         assert rb.smoke_exit == 0, f"smoke fails after the rollback: {failed_checks(rb.smoke) or rb.smoke}"
