@@ -566,6 +566,12 @@ ERROR_CODES: dict[str, tuple[int, tuple[str, ...] | None, str]] = {
         None,
         "The index database is damaged or empty; the message says how to restore or rebuild it.",
     ),
+    "database_unavailable": (
+        503,
+        None,
+        "The PostgreSQL server (`database.url`) cannot be reached or refused the connection; the request "
+        "can be retried (`Retry-After: 5`). The service reconnects by itself when the server is back.",
+    ),
     "data_dir_not_writable": (
         503,
         None,

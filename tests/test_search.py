@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from obsidian_ai_agent.config import load_settings
 from obsidian_ai_agent.engine import Engine
-from obsidian_ai_agent.search import SearchError, fts_match, make_snippet, obsidian_link, query_terms
+from obsidian_ai_agent.search import SearchError, make_snippet, obsidian_link, query_terms
+from obsidian_ai_agent.store.sqlite import fts_match
 
 from .conftest import DOCS_VAULT
 

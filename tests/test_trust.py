@@ -53,9 +53,8 @@ class ScriptedLLM(LLM):
 def test_every_form_of_a_word_in_the_index_counts_as_known() -> None:
     tokens = {"python3", "upgrade", "file", "name", "metabind", "task"}
 
-    def probe(match: str) -> bool:
-        word = match.strip('"*')
-        return any(t == word or (match.endswith("*") and t.startswith(word)) for t in tokens)
+    def probe(word: str, prefix: bool) -> bool:
+        return any(t == word or (prefix and t.startswith(word)) for t in tokens)
 
     assert is_known("python", probe)  # a longer word it begins
     assert is_known("upgrading", probe)  # a stem of most of it
@@ -66,7 +65,7 @@ def test_every_form_of_a_word_in_the_index_counts_as_known() -> None:
 
 def test_a_word_the_note_writes_with_a_digit_is_not_unknown(demo: Engine) -> None:
     question = "What Python script creates the files for stress testing?"
-    assert unknown_words(question, demo.store.has_match) == []
+    assert unknown_words(question, demo.store.has_term) == []
     answer = Answerer(demo.searcher, LLMSettings()).ask(question)
     assert not answer.declined and "Stress Test/Stress Test Readme.md" in {c.path for c in answer.citations}
 

@@ -410,7 +410,7 @@ class Answerer:
         # not move when unrelated notes rise or fall in the ranking.
         nearest = self.searcher.vectors.search(qvec, 1)
         best = nearest[0][1] if nearest else -1.0
-        unknown = unknown_words(query, self.store.has_match)
+        unknown = unknown_words(query, self.store.has_term)
         return Relevance.judge(query, best, unknown, self.settings)
 
     def _standalone(self, question: str, history: list[convo.Turn]) -> str:

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .config import CacheSettings
-from .store import Store
+from .store import IndexStore
 from .store import conversations as sql
 
 _SPACE = re.compile(r"\s+")
@@ -110,7 +110,7 @@ class SqliteBackend(CacheBackend):
 
     name = "sqlite"
 
-    def __init__(self, store: Store, max_entries: int) -> None:
+    def __init__(self, store: IndexStore, max_entries: int) -> None:
         self.store = store
         self.max_entries = max_entries
 
@@ -185,7 +185,7 @@ class Cache:
         }
 
 
-def make_cache(settings: CacheSettings, store: Store) -> Cache:
+def make_cache(settings: CacheSettings, store: IndexStore) -> Cache:
     backend: CacheBackend = (
         SqliteBackend(store, settings.max_entries)
         if settings.backend == "sqlite"

@@ -80,8 +80,8 @@ class SearchSettings(_Section):
     @field_validator("field_weights")
     @classmethod
     def _known_fields(cls, v: dict[str, float]) -> dict[str, float]:
-        allowed = {"title", "aliases", "headings", "tags", "body"}
-        unknown = set(v) - allowed
+        allowed = ("title", "aliases", "headings", "tags", "body")  # in this order, whatever the hash seed
+        unknown = set(v) - set(allowed)
         if unknown:
             raise ValueError(f"unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         if any(w < 0 for w in v.values()):
@@ -218,6 +218,28 @@ class CacheSettings(_Section):
     """`sqlite`: a table in the index database, shared by every process on it (CLI and server);
     `memory`: this process only."""
     max_entries: int = Field(default=2000, ge=1, le=10_000_000)
+
+
+class DatabaseSettings(_Section):
+    url: SecretStr | None = None
+    """Where the index lives: unset, the SQLite file `index.sqlite` in the data directory (one host); a
+    `postgresql://user:password@host:5432/dbname` URL (also `OAA_DATABASE_URL`), a PostgreSQL server with
+    the pgvector extension that several replicas share. The password is a secret: it is shown redacted."""
+    pool_size: int = Field(default=10, ge=2, le=500)
+    """Connections each process keeps to the PostgreSQL server at most."""
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    """How long a request waits for a PostgreSQL connection before it fails with 503."""
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_only(cls, v: SecretStr | None) -> SecretStr | None:
+        if (
+            v is not None
+            and v.get_secret_value()
+            and not v.get_secret_value().startswith(("postgresql://", "postgres://"))
+        ):
+            raise ValueError("database.url must be a postgresql:// URL (leave it unset for the SQLite index)")
+        return v if v is not None and v.get_secret_value() else None
 
 
 class McpSettings(_Section):
@@ -419,6 +441,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis_url: SecretStr | None = None
     """`redis://host:port/db`: rate-limit counters shared by every worker and replica (else kept as
     `server.rate_limits.storage` says: in the index database or in each worker's memory)."""
@@ -639,6 +662,9 @@ def load_settings(
     if data_dir is not None:
         init["data_dir"] = data_dir
     init.update({k: v for k, v in overrides.items() if v is not None})
+    if os.environ.get(ENV_PREFIX + "DATABASE_URL") and not os.environ.get(ENV_PREFIX + "DATABASE__URL"):
+        # The conventional name beside the nested one; the environment beats the file, as elsewhere.
+        init["database"] = {**(init.get("database") or {}), "url": os.environ[ENV_PREFIX + "DATABASE_URL"]}
     try:
         settings = Settings(**init)
     except ValidationError as e:

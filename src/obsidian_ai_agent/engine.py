@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from .embeddings import Embedder, get_embedder
 from .indexer import Indexer, IndexHooks, IndexReport, ProgressFn
 from .notes.pdf import PdfLimits
 from .search import RelatedNote, Searcher, SearchResult
-from .store import Store
+from .store import IndexStore, open_store
 from .store.jobs import JobStore
 
 
@@ -30,12 +31,45 @@ class Engine:
 
     def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
         self.settings = settings
-        self.store = Store(settings.database_path, allow_new=settings.allow_new_database)
+        db = settings.database
+        self.store: IndexStore = open_store(
+            settings.database_path,
+            url=db.url.get_secret_value() if db.url else None,
+            pool_size=db.pool_size,
+            timeout_s=db.timeout_s,
+            allow_new=settings.allow_new_database,
+        )
         self._embedder = embedder
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self.store.close()
+
+    def copy_store(
+        self,
+        to: str,
+        *,
+        origin: str | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
+        check: bool = True,
+    ) -> dict[str, Any]:
+        """Copy this index (or the one `origin` names) to `to`, a postgresql:// URL or an SQLite file,
+        without re-embedding; resumable. With `check`, verify counts and nearest neighbours after."""
+        from .store import copy as store_copy
+
+        db = self.settings.database
+        source = store_copy.open_target(origin, timeout_s=db.timeout_s) if origin else self.store
+        try:
+            with store_copy.open_target(to, timeout_s=db.timeout_s) as target:
+                if target.location == source.location:
+                    raise ValueError(f"the copy's target {target.location} is the index it copies from")
+                report = store_copy.copy_store(source, target, progress).as_dict()
+                if check:
+                    report["verified"] = store_copy.verify(source, target)
+            return report
+        finally:
+            if source is not self.store:
+                source.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -120,7 +154,8 @@ class Engine:
         held = held_root
         if held and Path(held) != root and self.store.counts()["sources"]:
             raise ValueError(
-                f"this index ({self.store.path}) holds the vault {held}; use another --data-dir for {root}"
+                f"this index ({self.store.location}) holds the vault {held}; "
+                f"use another --data-dir for {root}"
             )
         return root
 
@@ -154,7 +189,7 @@ class Engine:
             "index_generation": self.store.generation,
             "schema_version": self.store.schema_version,
             "vault": self.store.get_meta("vault_root"),
-            "database": str(self.store.path),
+            "database": self.store.location,
         }
 
     # -- notes one by one, for the MCP server (list_notes, read_note) ---------------------------------

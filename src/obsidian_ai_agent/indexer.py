@@ -18,7 +18,7 @@ from .embeddings import Embedder, TransientEmbeddingError
 from .notes import PdfLimits, parse_source
 from .notes.model import ParsedSource, SourceError, sha256
 from .notes.scan import ScannedFile, scan_vault
-from .store import SourceState, Store
+from .store import IndexStore, SourceState
 
 # Chunks gathered across notes before a call to the encoder: large calls let the model sort by length
 # and pad less, which keeps the pipeline near the raw encoder's speed.
@@ -119,7 +119,7 @@ class _Pending:
 class Indexer:
     def __init__(
         self,
-        store: Store,
+        store: IndexStore,
         embedder: Embedder,
         *,
         pdf_max_pages: int = 2000,

@@ -29,28 +29,24 @@ from dataclasses import dataclass
 from .config import LLMSettings
 from .search import query_terms
 
-Probe = Callable[[str], bool]
-"""Whether an FTS5 MATCH expression matches any chunk."""
-
-
-def _quoted(term: str) -> str:
-    return '"' + term.replace('"', '""') + '"'
+Probe = Callable[[str, bool], bool]
+"""Whether the keyword index holds a word (with True: a word beginning with it); `Store.has_term`."""
 
 
 def is_known(word: str, probe: Probe, next_word: str | None = None) -> bool:
     """Whether some form of a word is in the index (the forms: see the module docstring)."""
-    if probe(_quoted(word)) or probe(_quoted(word) + "*"):
+    if probe(word, False) or probe(word, True):
         return True
     bare = word.rstrip("0123456789")
-    if 3 <= len(bare) < len(word) and probe(_quoted(bare)):
+    if 3 <= len(bare) < len(word) and probe(bare, False):
         return True
     cut = max(5, len(word) - 3)
-    if cut < len(word) and probe(_quoted(word[:cut]) + "*"):
+    if cut < len(word) and probe(word[:cut], True):
         return True
     for i in range(4, len(word) - 3):
-        if probe(_quoted(word[:i])) and probe(_quoted(word[i:])):
+        if probe(word[:i], False) and probe(word[i:], False):
             return True
-    return bool(next_word) and probe(_quoted(word + (next_word or "")))
+    return bool(next_word) and probe(word + (next_word or ""), False)
 
 
 def unknown_words(question: str, probe: Probe) -> list[str]:

@@ -10,8 +10,8 @@ from urllib.parse import quote
 from .config import SearchSettings
 from .embeddings import Embedder, QueryCache
 from .notes import heading_at
-from .store import ChunkRow, Store
-from .vectors import VectorMatrix
+from .store import ChunkRow, IndexStore
+from .vectors import vectors_for
 
 Mode = Literal["hybrid", "keyword", "semantic"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -125,11 +125,6 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(kept or words))
 
 
-def fts_match(terms: list[str]) -> str:
-    """An FTS5 MATCH expression that treats every term as a plain string: no user text is ever syntax."""
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-
-
 def obsidian_link(
     vault: str, path: str, heading_path: list[str] | None = None, page: int | None = None
 ) -> str:
@@ -176,12 +171,14 @@ def make_snippet(text: str, terms: list[str], width: int = 240) -> str:
 class Searcher:
     """Runs searches against one store with one embedder; cheap to call, safe from several threads."""
 
-    def __init__(self, store: Store, embedder: Embedder, settings: SearchSettings, vault_name: str = "vault"):
+    def __init__(
+        self, store: IndexStore, embedder: Embedder, settings: SearchSettings, vault_name: str = "vault"
+    ):
         self.store = store
         self.embedder = embedder
         self.settings = settings
         self.vault_name = vault_name
-        self.vectors = VectorMatrix(store)
+        self.vectors = vectors_for(store)
         self.queries = QueryCache(embedder)
 
     def search(
@@ -214,7 +211,7 @@ class Searcher:
         sem: list[int] = []
         if mode in ("hybrid", "keyword") and terms:
             weights = [self.settings.field_weights[f] for f in FIELDS]
-            kw = [cid for cid, _ in self.store.keyword_search(fts_match(terms), weights, n, allowed)]
+            kw = [cid for cid, _ in self.store.keyword_search(terms, weights, n, allowed)]
         if mode in ("hybrid", "semantic"):
             sem = [cid for cid, _ in self.vectors.search(self.queries.get(query), n, allowed)]
         fused = self._fuse(kw, sem, mode)[:k]

@@ -10,11 +10,11 @@ import threading
 
 import numpy as np
 
-from .store import Store
+from .store import IndexStore
 
 
 class VectorMatrix:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: IndexStore) -> None:
         self.store = store
         self.generation = -1
         self.ids = np.empty(0, np.int64)
@@ -91,3 +91,39 @@ class VectorMatrix:
                     norms[norms == 0] = 1.0
                     self._notes = (self.generation, uniq, sums / norms)
             return self._notes[1], self._notes[2]
+
+
+class DatabaseVectors:
+    """Semantic search run by the database itself (PostgreSQL's HNSW index): nothing held in memory but
+    each source's mean vector, recomputed when the index generation moves."""
+
+    def __init__(self, store: IndexStore) -> None:
+        self.store = store
+        self.generation = -1
+        self._notes: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        self.generation = self.store.generation
+
+    def __len__(self) -> int:
+        return int(self.store.vector_count())  # type: ignore[attr-defined]
+
+    def search(
+        self, query: np.ndarray, k: int, source_ids: list[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """(chunk id, similarity), best first, from the database's vector index."""
+        return self.store.vector_search(query, k, source_ids)  # type: ignore[attr-defined]
+
+    def note_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        gen = self.store.generation
+        with self._lock:
+            if self._notes is None or self._notes[0] != gen:
+                sids, mat = self.store.note_vectors()  # type: ignore[attr-defined]
+                self._notes = (gen, sids, mat)
+            return self._notes[1], self._notes[2]
+
+
+def vectors_for(store: IndexStore) -> VectorMatrix | DatabaseVectors:
+    """Where a store's semantic search runs: in the database when it has a vector index, else in memory."""
+    return DatabaseVectors(store) if getattr(store, "native_vectors", False) else VectorMatrix(store)

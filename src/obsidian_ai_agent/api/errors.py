@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect
 from ..config import ConfigError
 from ..search import SearchError
 from ..security.errors import Refused
-from ..store import DatabaseDamaged, DataDirNotWritable, ModelMismatchError
+from ..store import DatabaseDamaged, DataDirNotWritable, ModelMismatchError, StoreUnavailable
 
 log = logging.getLogger("obsidian_ai_agent.api")
 
@@ -188,6 +188,11 @@ def install(app: FastAPI) -> None:
     async def _read_only(request: Request, exc: DataDirNotWritable) -> JSONResponse:
         log.error("%s", exc)
         return error_response(503, "data_dir_not_writable", str(exc))
+
+    @app.exception_handler(StoreUnavailable)
+    async def _unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("%s", exc)
+        return error_response(503, "database_unavailable", str(exc), None, {"Retry-After": "5"})
 
     @app.exception_handler(ConfigError)
     async def _config(request: Request, exc: ConfigError) -> JSONResponse:

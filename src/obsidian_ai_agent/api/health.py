@@ -105,7 +105,7 @@ async def status(request: Request, engine: EngineDep) -> Readiness:
         log.error("status: the index database cannot be read: %s", e)
         raise ApiError(
             503,
-            f"the index database {engine.store.path} cannot be read ({e}); check the file and disk, "
+            f"the index database {engine.store.location} cannot be read ({e}); check the file and disk, "
             "or restore a backup",
             code="unavailable",
         ) from e

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..embeddings import Embedder, LocalEmbedder
-from ..store import Store
+from ..store import IndexStore
 
 META_KEY = "embedding_batch_size"
 CANDIDATES = (16, 32, 64)
@@ -27,7 +27,7 @@ _lock = threading.Lock()
 
 
 class BatchTuner:
-    def __init__(self, store: Store, embedder: Embedder, enabled: bool = True) -> None:
+    def __init__(self, store: IndexStore, embedder: Embedder, enabled: bool = True) -> None:
         self.store = store
         self.embedder = embedder
         self.active = enabled and isinstance(embedder, LocalEmbedder)

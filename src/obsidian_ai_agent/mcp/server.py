@@ -199,5 +199,5 @@ async def serve_stdio(engine: Engine) -> None:
         yield Vault(engine, engine.settings, runs_jobs=False)
 
     server = build_server(engine.settings, open_vault)
-    log.info("serving MCP over stdio for %s", engine.store.path)
+    log.info("serving MCP over stdio for %s", engine.store.location)
     await server.run_stdio_async()

@@ -51,7 +51,7 @@ def check_database(engine: Engine) -> tuple[str, dict[str, Any]]:
             f"the index database fails its integrity check ({integrity}); restore a backup or reindex",
             **counts,
         )
-    return f"{store.path}: {counts['chunks']} chunks, integrity ok", counts
+    return f"{store.location}: {counts['chunks']} chunks, integrity ok", counts
 
 
 def check_vectors(engine: Engine) -> tuple[str, dict[str, Any]]:
@@ -59,15 +59,18 @@ def check_vectors(engine: Engine) -> tuple[str, dict[str, Any]]:
     vectors.refresh()
     if not len(vectors):
         raise CheckResult("degraded", "the index holds no vectors yet; index the vault", vectors=0)
-    # A stored vector must find itself: the kNN runs on the real matrix.
-    hits = vectors.search(vectors.matrix[0], 3)
+    # A stored vector must find itself: the kNN runs on the real matrix (or the database's index).
+    sample = engine.store.first_vector()
+    hits = vectors.search(sample, 3) if sample is not None else []
     best = hits[0][1] if hits else -1.0
-    details = {"vectors": len(vectors), "dimension": int(vectors.matrix.shape[1]), "best": round(best, 4)}
+    dimension = int(sample.shape[0]) if sample is not None else 0
+    details = {"vectors": len(vectors), "dimension": dimension, "best": round(best, 4)}
     if best < 0.99:
         raise CheckResult(
             "down", f"a stored vector did not find itself (best similarity {best:.3f})", **details
         )
-    return f"exact kNN over {len(vectors)} vectors", details
+    kind = "HNSW" if engine.store.backend == "postgres" else "exact kNN"
+    return f"{kind} over {len(vectors)} vectors", details
 
 
 def check_embedder(engine: Engine) -> tuple[str, dict[str, Any]]:

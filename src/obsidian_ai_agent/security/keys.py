@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Settings
-from ..store import Store, StoreError
+from ..store import IndexStore, StoreError
 from ..store.keys import KeyRow, KeyStore
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def _new_secret() -> tuple[str, str]:
     return key_id, f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
 
-def create_key(store: Store, name: str, scopes: list[str] | tuple[str, ...]) -> NewKey:
+def create_key(store: IndexStore, name: str, scopes: list[str] | tuple[str, ...]) -> NewKey:
     """A new key with these scopes; the returned `secret` is the only time the key is seen."""
     name = name.strip()
     if not name or len(name) > 100:
@@ -79,18 +79,18 @@ def create_key(store: Store, name: str, scopes: list[str] | tuple[str, ...]) -> 
     return NewKey(row, secret)
 
 
-def list_keys(store: Store) -> list[KeyRow]:
+def list_keys(store: IndexStore) -> list[KeyRow]:
     return KeyStore(store).list()
 
 
-def _existing(store: Store, key_id: str) -> KeyRow:
+def _existing(store: IndexStore, key_id: str) -> KeyRow:
     row = KeyStore(store).get(key_id)
     if row is None:
         raise UnknownKey(f"no API key with id {key_id!r}; `keys list` shows the ids")
     return row
 
 
-def rotate_key(store: Store, key_id: str, grace: float) -> NewKey:
+def rotate_key(store: IndexStore, key_id: str, grace: float) -> NewKey:
     """A replacement key with the same name and scopes; the key it replaces keeps working for `grace`
     seconds. Rotating again (with any id of the chain, inside a grace period or not) replaces the chain's
     newest key: no second branch, and older keys keep the expiry they had."""
@@ -106,13 +106,13 @@ def rotate_key(store: Store, key_id: str, grace: float) -> NewKey:
     return NewKey(row, secret)
 
 
-def lineage_of(store: Store, key_id: str) -> str:
+def lineage_of(store: IndexStore, key_id: str) -> str:
     """The stable id of a key across rotations (the first key of its chain)."""
     row = KeyStore(store).get(key_id)
     return row.lineage if row is not None else key_id
 
 
-def revoke_key(store: Store, key_id: str) -> KeyRow:
+def revoke_key(store: IndexStore, key_id: str) -> KeyRow:
     """Revoke at once, with every other secret of its rotation chain: the next request with any of them
     is refused, in every worker."""
     _existing(store, key_id)
@@ -124,7 +124,7 @@ _last_touch: dict[str, float] = {}
 _touch_lock = threading.Lock()
 
 
-def verify(store: Store, secret: str) -> KeyRow | None:
+def verify(store: IndexStore, secret: str) -> KeyRow | None:
     """The active key this secret is, or None."""
     m = _FORMAT.match(secret.strip())
     if not m:
@@ -158,7 +158,7 @@ def _file_key(path: Path) -> str | None:
     return text if _FORMAT.match(text) else None
 
 
-def ensure_admin_key(store: Store, settings: Settings) -> Path | None:
+def ensure_admin_key(store: IndexStore, settings: Settings) -> Path | None:
     """On a start with no working admin key (none yet, or only read/write keys made with `keys create`
     before the first start, or every admin key revoked): write an admin key to `<data dir>/admin.key`
     (mode 0600) and print its path. Several workers starting at once make exactly one key. Returns the

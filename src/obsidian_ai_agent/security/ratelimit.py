@@ -16,10 +16,12 @@ group with no limit configured is not limited (a warning says so once).
 
 Where: in Redis when `redis_url` is set, so that every worker and replica shares one count; else, with
 several workers (`rate_limits.storage`: `auto` or `sqlite`), in a table of the index database, so that
-the workers of one host share one count and `X-RateLimit-Limit` is what the host allows; else in this
-worker's memory. If Redis (or the table) cannot be used the request is NOT refused (fail open, never a
-500): a warning is logged and the limit is counted in this worker's memory instead, the shared store
-being tried again every few seconds; another warning says when it answers again.
+the workers of one host share one count and `X-RateLimit-Limit` is what the host allows (with
+`database.url`, `auto` always means that table, in the PostgreSQL server: every replica shares the
+count); else in this worker's memory. If Redis (or the table) cannot be used the request is NOT
+refused (fail open, never a 500): a warning is logged and the limit is counted in this worker's memory
+instead, the shared store being tried again every few seconds; another warning says when it answers
+again.
 
 Every limited response carries `X-RateLimit-Limit` (requests per window), `X-RateLimit-Remaining` and
 `X-RateLimit-Reset` (Unix time, in seconds, when the next request frees up); a refusal is a 429 with
@@ -33,6 +35,7 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,8 +48,8 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
 from ..config import ConfigError, RateLimitSettings, Settings
-from ..store import StoreError
-from ..store.ratelimits import SharedCounters
+from ..store import IndexStore, StoreError
+from ..store.ratelimits import SharedCounters, StoreCounters
 from .auth import Principal
 from .errors import Refused
 
@@ -163,7 +166,9 @@ def _redis_where(url: str) -> str:
 class Limiter:
     """Built once per app (and event loop): the parsed limits, the trusted proxies and the storage."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: IndexStore | None = None) -> None:
+        """`store`: the process's store, whose PostgreSQL pool the shared counters may use (else they open
+        their own, on first use)."""
         rl = settings.server.rate_limits
         self.settings = rl
         self.groups: dict[str, RateLimitItem | None] = {
@@ -187,12 +192,23 @@ class Limiter:
                 socket_timeout=rl.redis_timeout,
             )
             self.shared = MovingWindowRateLimiter(storage)
-        self.table: SharedCounters | None = None
+        self.table: SharedCounters | StoreCounters | None = None
+        db = settings.database
         if self.shared is None and (
-            rl.storage == "sqlite" or (rl.storage == "auto" and settings.server.workers > 1)
+            rl.storage == "sqlite"
+            # replicas on one PostgreSQL server share their counts whatever each one's worker count
+            or (rl.storage == "auto" and (settings.server.workers > 1 or db.url is not None))
         ):
-            self.table = SharedCounters(settings.database_path)
-            self.where = f"the index database {settings.database_path}"
+            if db.url is not None:
+                self.table = StoreCounters(
+                    store if store is not None and store.backend == "postgres" else _opener(settings)
+                )
+                from ..store.postgres import redact_url
+
+                self.where = f"the database {redact_url(db.url.get_secret_value())}"
+            else:
+                self.table = SharedCounters(settings.database_path)
+                self.where = f"the index database {settings.database_path}"
         items = [i for i in [*self.groups.values(), self.anonymous] if i is not None]
         self.horizon = max((i.get_expiry() for i in items), default=60)
         self._redis_down_until = 0.0
@@ -254,7 +270,7 @@ class Limiter:
         return await self._charge(self.memory, limit, identity)
 
     async def _charge_table(
-        self, table: SharedCounters, limit: RateLimitItem, identity: tuple[str, ...]
+        self, table: SharedCounters | StoreCounters, limit: RateLimitItem, identity: tuple[str, ...]
     ) -> Usage:
         key = "/".join((KEY_PREFIX, str(limit), *identity))
         allowed, remaining, reset = await anyio.to_thread.run_sync(
@@ -271,6 +287,24 @@ class Limiter:
         return Usage(allowed, limit, remaining, reset)
 
 
+def _opener(settings: Settings) -> Callable[[], IndexStore]:
+    """What opens a PostgreSQL store of the counters' own: a small pool, a short wait."""
+    db = settings.database
+    assert db.url is not None
+
+    def open_counters_store() -> IndexStore:
+        from ..store.postgres import PostgresStore
+
+        return PostgresStore(
+            db.url.get_secret_value() if db.url else "",
+            pool_size=2,
+            timeout_s=min(db.timeout_s, 5.0),
+            application="obsidian-ai-agent-ratelimit",
+        )
+
+    return open_counters_store
+
+
 def get_limiter(app: Any) -> Limiter:
     """The app's limiter, built on first use in this event loop (storage clients belong to one loop)."""
     loop = asyncio.get_running_loop()
@@ -278,7 +312,8 @@ def get_limiter(app: Any) -> Limiter:
     if cached is not None and cached[0] is loop:
         limiter: Limiter = cached[1]
         return limiter
-    limiter = Limiter(app.state.settings)
+    engine = getattr(app.state, "engine", None)
+    limiter = Limiter(app.state.settings, store=getattr(engine, "store", None))
     app.state.rate_limiter = (loop, limiter)
     return limiter
 

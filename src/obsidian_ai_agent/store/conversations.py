@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .sqlite import Store
+    from .base import IndexStore
 
 
 def m003_conversations(db: sqlite3.Connection) -> None:
@@ -65,12 +65,12 @@ class Turn:
 
 # A conversation that exists already (same owner and id) is kept as it is.
 _INSERT = (
-    "INSERT OR IGNORE INTO conversations (id, owner, title, created_at, updated_at, client_id)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO conversations (id, owner, title, created_at, updated_at, client_id)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 )
 
 
-def new_conversation(store: Store, owner: str = "", title: str = "") -> str:
+def new_conversation(store: IndexStore, owner: str = "", title: str = "") -> str:
     """A new conversation of `owner`; its id (the one the client uses)."""
     cid = uuid.uuid4().hex
     now = time.time()
@@ -79,14 +79,14 @@ def new_conversation(store: Store, owner: str = "", title: str = "") -> str:
     return cid
 
 
-def _row_id(store: Store, cid: str, owner: str) -> str:
+def _row_id(store: IndexStore, cid: str, owner: str) -> str:
     rows = store._query("SELECT id FROM conversations WHERE owner=? AND client_id=?", (owner, cid))
     if not rows:
         raise ConversationNotFound(f"no conversation '{cid}' for this owner")
     return str(rows[0][0])
 
 
-def ensure_conversation(store: Store, cid: str, owner: str = "") -> None:
+def ensure_conversation(store: IndexStore, cid: str, owner: str = "") -> None:
     """Create the conversation `cid` of `owner` if it is new. Ids are per owner: another owner's
     conversation of the same id is a different one, never seen from here."""
     now = time.time()
@@ -94,7 +94,7 @@ def ensure_conversation(store: Store, cid: str, owner: str = "") -> None:
         db.execute(_INSERT, (uuid.uuid4().hex, owner, "", now, now, cid))
 
 
-def conversation_turns(store: Store, cid: str, owner: str = "") -> list[Turn]:
+def conversation_turns(store: IndexStore, cid: str, owner: str = "") -> list[Turn]:
     """The turns of a conversation, oldest first."""
     rows = store._query(
         "SELECT role, content, query, citations FROM conversation_turns WHERE conversation_id=? ORDER BY id",
@@ -103,7 +103,7 @@ def conversation_turns(store: Store, cid: str, owner: str = "") -> list[Turn]:
     return [Turn(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
 
-def add_turns(store: Store, cid: str, turns: list[Turn], keep: int, owner: str = "") -> None:
+def add_turns(store: IndexStore, cid: str, turns: list[Turn], keep: int, owner: str = "") -> None:
     """Append turns and keep only the newest `keep` of the conversation."""
     now = time.time()
     cid = _row_id(store, cid, owner)
@@ -128,7 +128,7 @@ def add_turns(store: Store, cid: str, turns: list[Turn], keep: int, owner: str =
         )
 
 
-def list_conversations(store: Store, owner: str = "", limit: int = 50) -> list[dict[str, Any]]:
+def list_conversations(store: IndexStore, owner: str = "", limit: int = 50) -> list[dict[str, Any]]:
     rows = store._query(
         "SELECT client_id, title, created_at, updated_at FROM conversations WHERE owner=?"
         " ORDER BY updated_at DESC LIMIT ?",
@@ -137,7 +137,7 @@ def list_conversations(store: Store, owner: str = "", limit: int = 50) -> list[d
     return [{"id": r[0], "title": r[1], "created_at": r[2], "updated_at": r[3]} for r in rows]
 
 
-def delete_conversation(store: Store, cid: str, owner: str = "") -> bool:
+def delete_conversation(store: IndexStore, cid: str, owner: str = "") -> bool:
     with store._write() as db:
         deleted = db.execute("DELETE FROM conversations WHERE client_id=? AND owner=?", (cid, owner))
         return deleted.rowcount > 0
@@ -151,7 +151,7 @@ def delete_conversation(store: Store, cid: str, owner: str = "") -> bool:
 TOUCH_EVERY = 60.0
 
 
-def cache_get(store: Store, key: str) -> str | None:
+def cache_get(store: IndexStore, key: str) -> str | None:
     rows = store._query("SELECT value, used_at FROM answer_cache WHERE key=?", (key,))
     if not rows:
         return None
@@ -162,9 +162,13 @@ def cache_get(store: Store, key: str) -> str | None:
     return str(rows[0][0])
 
 
-def cache_put(store: Store, key: str, value: str, max_entries: int) -> None:
+def cache_put(store: IndexStore, key: str, value: str, max_entries: int) -> None:
     with store._write() as db:
-        db.execute("INSERT OR REPLACE INTO answer_cache VALUES (?, ?, ?)", (key, value, time.time()))
+        db.execute(
+            "INSERT INTO answer_cache (key, value, used_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value=excluded.value, used_at=excluded.used_at",
+            (key, value, time.time()),
+        )
         n = int(db.execute("SELECT COUNT(*) FROM answer_cache").fetchone()[0])
         if n > max_entries:
             db.execute(
@@ -174,10 +178,10 @@ def cache_put(store: Store, key: str, value: str, max_entries: int) -> None:
             )
 
 
-def cache_clear(store: Store) -> int:
+def cache_clear(store: IndexStore) -> int:
     with store._write() as db:
         return int(db.execute("DELETE FROM answer_cache").rowcount)
 
 
-def cache_count(store: Store) -> int:
+def cache_count(store: IndexStore) -> int:
     return int(store._query("SELECT COUNT(*) FROM answer_cache")[0][0])

@@ -1,7 +1,11 @@
 """Job rows: the durable queue's SQL. Jobs, their per-stage and per-item timings, and quarantined sources.
 
-Claiming is exactly-once across processes: a claim runs inside `BEGIN IMMEDIATE` (one writer at a time)
-and takes a job only if it is queued, or running under a lease that has expired. Every later write of a
+Claiming is exactly-once across processes and replicas, and takes a job only if it is queued, or running
+under a lease that has expired. On SQLite a claim runs inside `BEGIN IMMEDIATE` (one writer at a time).
+On PostgreSQL it runs beside other writes (`_write(serial=False)`): the job row is taken with
+`FOR UPDATE SKIP LOCKED`, so two replicas never take the same job and never wait for each other's row,
+and a lane is claimed in by one transaction at a time (`pg_try_advisory_xact_lock`; a lane busy with
+another claim is passed over), so a lane's concurrency holds across replicas. Every later write of a
 running job is conditional on the claimer still holding the lease, so a runner that lost its job (it
 stalled past the lease and another took over) can never overwrite the new holder's rows.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,10 +23,13 @@ from typing import TYPE_CHECKING, Any
 from .schema import run_script
 
 if TYPE_CHECKING:
-    from .sqlite import Store
+    from .base import IndexStore
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
+LANE_LOCK = 0x6F616A  # PostgreSQL: first key of the advisory lock a claim holds on a lane ("oaj")
+CLAIM_TRIES = 20  # PostgreSQL: claims again this often while a lane is busy with another's claim...
+CLAIM_PAUSE = 0.005  # ...this many seconds apart, before saying there is nothing to claim
 
 
 def m002_jobs(db: sqlite3.Connection) -> None:
@@ -218,7 +226,7 @@ class LaneLimit:
 class JobStore:
     """Named operations on the job tables of a `Store` (same connection, same write lock)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: IndexStore) -> None:
         self.store = store
 
     # -- submitting and reading -----------------------------------------------------------------
@@ -239,11 +247,12 @@ class JobStore:
                 ).fetchone()
                 if row is not None:
                     return int(row[0]), False
-            cur = db.execute(
-                "INSERT INTO jobs (kind, lane, payload, dedupe_key, created_at) VALUES (?,?,?,?,?)",
+            rows = db.execute(
+                "INSERT INTO jobs (kind, lane, payload, dedupe_key, created_at) VALUES (?,?,?,?,?)"
+                " RETURNING id",
                 (kind, lane, json.dumps(payload, ensure_ascii=False), dedupe_key, time.time()),
-            )
-            return int(cur.lastrowid or 0), True
+            ).fetchall()
+            return int(rows[0][0]), True
 
     def get(self, job_id: int) -> Job | None:
         rows = self.store._query(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,))  # nosec B608
@@ -289,6 +298,8 @@ class JobStore:
         With `job_id`, only that job is considered (the CLI runs the job it submitted).
         """
         now = time.time() if now is None else now
+        if self.store.backend == "postgres":
+            return self._claim_skip_locked(owner, lanes, lease, job_id, now)
         with self.store._write() as db:
             live = dict(
                 db.execute(
@@ -322,6 +333,58 @@ class JobStore:
                     r = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (row[0],)).fetchone()  # nosec B608
                     return _job(r)
             return None
+
+    def _claim_skip_locked(
+        self, owner: str, lanes: Sequence[LaneLimit], lease: float, job_id: int | None, now: float
+    ) -> Job | None:
+        """`claim` on PostgreSQL, beside other writes. Per lane, highest priority first: take the lane's
+        claim lock without waiting (a lane another transaction is claiming in is passed over), count its
+        live leases (the statement sees every claim committed before the lock was had), and take the
+        oldest claimable job whose row no one else holds (`SKIP LOCKED`). When nothing was claimed but a
+        lane was passed over, claims again a moment later (a few times), so a claim comes back empty
+        only when there is nothing for it, as on SQLite."""
+        for attempt in range(CLAIM_TRIES):
+            busy = False
+            with self.store._write(serial=False) as db:
+                for lane in sorted(lanes, key=lambda x: -x.priority):
+                    got = db.execute(
+                        "SELECT pg_try_advisory_xact_lock(CAST(? AS INTEGER), CAST(? AS INTEGER))",
+                        (LANE_LOCK, _lane_key(lane.name)),
+                    ).fetchone()
+                    if not got[0]:
+                        busy = True
+                        continue
+                    live = db.execute(
+                        "SELECT COUNT(*) FROM jobs WHERE lane=? AND status='running' AND lease_expires > ?",
+                        (lane.name, now),
+                    ).fetchone()
+                    if int(live[0]) >= lane.concurrency:
+                        continue
+                    sql = (
+                        "SELECT id FROM jobs WHERE lane=? AND ((status='queued' AND not_before <= ?)"
+                        " OR (status='running' AND lease_expires <= ?))"
+                    )
+                    params: list[Any] = [lane.name, now, now]
+                    if job_id is not None:
+                        sql += " AND id=?"
+                        params.append(job_id)
+                    row = db.execute(sql + " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED", params).fetchone()
+                    if row is None:
+                        continue
+                    r = db.execute(
+                        "UPDATE jobs SET status='running', lease_owner=?, lease_expires=?, heartbeat_at=?,"
+                        " attempts=attempts+1, started_at=COALESCE(started_at, ?), eta_at=NULL"
+                        " WHERE id=? AND ((status='queued' AND not_before <= ?)"
+                        f" OR (status='running' AND lease_expires <= ?)) RETURNING {_COLUMNS}",  # nosec B608
+                        (owner, now + lease, now, now, row[0], now, now),
+                    ).fetchone()
+                    if r is not None:
+                        return _job(r)
+            if not busy:
+                return None
+            if attempt + 1 < CLAIM_TRIES:
+                time.sleep(CLAIM_PAUSE)
+        return None
 
     def heartbeat(self, job_id: int, owner: str, lease: float) -> tuple[bool, bool]:
         """Renew a lease. Returns (still held, cancel requested)."""
@@ -376,12 +439,18 @@ class JobStore:
             )
             if cur.rowcount != 1:
                 return False, False
+            # As SQLite's INSERT OR REPLACE did: a stage written again is a new row, after the others.
+            stages = list(stages)
             db.executemany(
-                "INSERT OR REPLACE INTO job_stages VALUES (?,?,?,?,?)",
+                "DELETE FROM job_stages WHERE job_id=? AND stage=?", [(job_id, s.stage) for s in stages]
+            )
+            db.executemany(
+                "INSERT INTO job_stages (job_id, stage, seconds, items, bytes) VALUES (?,?,?,?,?)",
                 [(job_id, s.stage, s.seconds, s.items, s.bytes) for s in stages],
             )
             db.executemany(
-                "INSERT INTO job_items VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO job_items (job_id, path, seconds, parse, embed, write, chunks, bytes)"
+                " VALUES (?,?,?,?,?,?,?,?)",
                 [(job_id, i.path, i.seconds, i.parse, i.embed, i.write, i.chunks, i.bytes) for i in items],
             )
             row = db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -428,26 +497,32 @@ class JobStore:
     def request_cancel(self, job_id: int) -> str | None:
         """Cancel a queued job at once; ask a running one to stop. Returns the job's status after."""
         with self.store._write() as db:
-            row = db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if row is None:
-                return None
-            if row[0] == "queued":
-                db.execute(
-                    "UPDATE jobs SET status='cancelled', cancel_requested=1, finished_at=?,"
-                    " error='cancelled before it started' WHERE id=?",
-                    (time.time(), job_id),
-                )
+            # Each write is conditional on the status it expects: on PostgreSQL a claim runs beside this
+            # transaction and may take the job between two statements.
+            cur = db.execute(
+                "UPDATE jobs SET status='cancelled', cancel_requested=1, finished_at=?,"
+                " error='cancelled before it started' WHERE id=? AND status='queued'",
+                (time.time(), job_id),
+            )
+            if cur.rowcount == 1:
                 return "cancelled"
-            if row[0] == "running":
-                db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
-            return str(row[0])
+            cur = db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=? AND status='running'", (job_id,))
+            if cur.rowcount == 1:
+                return "running"
+            row = db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            return None if row is None else str(row[0])
 
     # -- analytics ------------------------------------------------------------------------------
 
+    @property
+    def _stage_order(self) -> str:
+        """The column that orders a job's stage rows as written: SQLite's rowid; PostgreSQL's `seq`."""
+        return "seq" if self.store.backend == "postgres" else "rowid"
+
     def stages(self, job_id: int) -> list[StageTiming]:
-        rows = self.store._query(
-            "SELECT stage, seconds, items, bytes FROM job_stages WHERE job_id=? ORDER BY rowid", (job_id,)
-        )
+        """A job's stage timings in the order they were (last) written."""
+        sql = "SELECT stage, seconds, items, bytes FROM job_stages WHERE job_id=? ORDER BY "
+        rows = self.store._query(sql + self._stage_order, (job_id,))
         return [StageTiming(*r) for r in rows]
 
     def items(self, job_id: int | None = None, limit: int = 10) -> list[tuple[int, ItemSpan]]:
@@ -481,7 +556,7 @@ class JobStore:
         if kind is not None:
             sql += " AND j.kind=?"
             params.append(kind)
-        sql += " ORDER BY j.id DESC LIMIT ?"
+        sql += f" ORDER BY j.id DESC, s.{self._stage_order} LIMIT ?"
         params.append(limit)
         return [(r[0], r[1], r[2], StageTiming(*r[3:])) for r in self.store._query(sql, params)]
 
@@ -505,18 +580,23 @@ class JobStore:
         paths = list(paths)
         if not paths:
             return 0
+        where, param = self.store.any_of("path", paths)
         with self.store._write() as db:
-            cur = db.execute(
-                "DELETE FROM quarantine WHERE path IN (SELECT value FROM json_each(?))", (json.dumps(paths),)
-            )
-            return cur.rowcount
+            cur = db.execute(f"DELETE FROM quarantine WHERE {where}", (param,))  # nosec B608
+            return int(cur.rowcount)
 
     def quarantined(self, paths: Iterable[str] | None = None) -> list[dict[str, Any]]:
         sql = "SELECT path, stage, error, content_hash, attempts, job_id, first_at, last_at FROM quarantine"
         params: list[Any] = []
         if paths is not None:
-            sql += " WHERE path IN (SELECT value FROM json_each(?))"
-            params.append(json.dumps(list(paths)))
+            where, param = self.store.any_of("path", list(paths))
+            sql += f" WHERE {where}"
+            params.append(param)
         rows = self.store._query(sql + " ORDER BY path", params)
         keys = ("path", "stage", "error", "content_hash", "attempts", "job_id", "first_at", "last_at")
         return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def _lane_key(name: str) -> int:
+    """A lane's name as the second (signed 32-bit) key of its PostgreSQL claim lock."""
+    return zlib.crc32(name.encode()) - (1 << 31)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .sqlite import Store
+    from .base import IndexStore
 
 
 def m004_api_keys(db: sqlite3.Connection) -> None:
@@ -64,11 +65,27 @@ class KeyRow:
         return {**asdict(self), "active": self.active()}
 
 
-# A key that works (not revoked, not past its rotation grace) and holds the admin scope.
-_ACTIVE_ADMIN = (
-    "SELECT 1 FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
-    " AND EXISTS (SELECT 1 FROM json_each(api_keys.scopes) WHERE value = 'admin') LIMIT 1"
+# Keys that work (not revoked, not past their rotation grace) and may hold the admin scope: the scopes are
+# a JSON list, so a LIKE on its text narrows (on every backend) and `_holds_admin` decides.
+_MAYBE_ADMIN = (
+    "SELECT scopes FROM api_keys WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
+    " AND scopes LIKE ?"
 )
+_ADMIN_PATTERN = '%"admin"%'
+
+
+def _holds_admin(rows: Iterable[Any]) -> bool:
+    """Whether one of these `scopes` rows lists the admin scope."""
+    for r in rows:
+        try:
+            scopes = json.loads(r[0])
+        except ValueError:
+            continue
+        if isinstance(scopes, list) and "admin" in scopes:
+            return True
+    return False
+
+
 _COLUMNS = "id, name, scopes, created_at, last_used_at, expires_at, revoked_at, replaced_by, lineage"
 
 
@@ -77,7 +94,7 @@ def _row(r: sqlite3.Row | tuple[Any, ...]) -> KeyRow:
 
 
 class KeyStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: IndexStore) -> None:
         self.store = store
 
     def insert(
@@ -86,7 +103,9 @@ class KeyStore:
         """Add a key; with `only_if_no_admin`, only when no active key holds the admin scope (one writer
         wins)."""
         with self.store._write() as db:
-            if only_if_no_admin and db.execute(_ACTIVE_ADMIN, (time.time(),)).fetchone():
+            if only_if_no_admin and _holds_admin(
+                db.execute(_MAYBE_ADMIN, (time.time(), _ADMIN_PATTERN)).fetchall()
+            ):
                 return False
             db.execute(
                 "INSERT INTO api_keys (id, name, scopes, hash, created_at, lineage)"
@@ -112,7 +131,7 @@ class KeyStore:
 
     def has_active_admin(self) -> bool:
         """Whether some key that still works holds the admin scope."""
-        return bool(self.store._query(_ACTIVE_ADMIN, (time.time(),)))
+        return _holds_admin(self.store._query(_MAYBE_ADMIN, (time.time(), _ADMIN_PATTERN)))
 
     def touch(self, key_id: str, when: float) -> None:
         with self.store._write() as db:

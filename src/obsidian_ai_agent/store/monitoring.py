@@ -9,8 +9,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from .base import StoreError
+
 if TYPE_CHECKING:
-    from .sqlite import Store
+    from .base import IndexStore
 
 # Sample resolutions, seconds: 0 is the monitor's own interval; older samples become 5-minute and then
 # hourly means (see MonitorStore.thin).
@@ -94,6 +96,9 @@ def _alert(r: sqlite3.Row | tuple[Any, ...]) -> AlertRow:
     return AlertRow(*values)
 
 
+_DELIVERY_COLUMNS = ("channel", "event", "created_at", "attempts", "delivered_at", "gave_up_at", "error")
+
+
 @dataclass
 class Delivery:
     id: int
@@ -107,7 +112,7 @@ class Delivery:
 class MonitorStore:
     """Named operations on the monitor's tables of one index database."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: IndexStore) -> None:
         self.store = store
 
     # -- leases -------------------------------------------------------------------------------------
@@ -125,7 +130,9 @@ class MonitorStore:
                 db.execute("UPDATE leases SET expires_at=? WHERE name=?", (now + seconds, name))
             else:
                 db.execute(
-                    "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)",
+                    "INSERT INTO leases (name, holder, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET holder=excluded.holder,"
+                    " acquired_at=excluded.acquired_at, expires_at=excluded.expires_at",
                     (name, holder, acquired, now + seconds),
                 )
             return True
@@ -136,7 +143,9 @@ class MonitorStore:
 
     def lease(self, name: str) -> dict[str, Any] | None:
         rows = self.store._query("SELECT holder, acquired_at, expires_at FROM leases WHERE name=?", (name,))
-        return dict(rows[0]) if rows else None
+        if not rows:
+            return None
+        return {"holder": rows[0][0], "acquired_at": rows[0][1], "expires_at": rows[0][2]}
 
     # -- samples ------------------------------------------------------------------------------------
 
@@ -147,7 +156,7 @@ class MonitorStore:
         """Raw samples, (time, figures) each, in one transaction."""
         with self.store._write() as db:
             db.executemany(
-                "INSERT INTO monitor_samples VALUES (?, ?, ?)",
+                "INSERT INTO monitor_samples (at, resolution, figures) VALUES (?, ?, ?)",
                 [(at, RAW, json.dumps(figures, sort_keys=True)) for at, figures in samples],
             )
 
@@ -166,17 +175,17 @@ class MonitorStore:
                 " WHERE resolution=? AND at >= ? AND at <= ? ORDER BY at",
                 (resolution, since, until),
             )
-        return [{**json.loads(r["figures"]), "at": r["at"]} for r in rows]
+        return [{**json.loads(r[1]), "at": r[0]} for r in rows]
 
     def latest_sample(self) -> dict[str, Any] | None:
         rows = self.store._query(
             "SELECT at, figures FROM monitor_samples WHERE resolution=? ORDER BY at DESC LIMIT 1", (RAW,)
         )
-        return {**json.loads(rows[0]["figures"]), "at": rows[0]["at"]} if rows else None
+        return {**json.loads(rows[0][1]), "at": rows[0][0]} if rows else None
 
     def sample_counts(self) -> dict[int, int]:
         rows = self.store._query("SELECT resolution, COUNT(*) AS n FROM monitor_samples GROUP BY resolution")
-        return {int(r["resolution"]): int(r["n"]) for r in rows}
+        return {int(r[0]): int(r[1]) for r in rows}
 
     def thin(self, now: float, retention_days: int) -> dict[str, int]:
         """Raw samples older than a day become 5-minute means, 5-minute means older than
@@ -206,32 +215,44 @@ class MonitorStore:
     def fire(
         self, rule: str, severity: str, summary: str, value: float | None, threshold: float, rollback: bool
     ) -> tuple[AlertRow, bool]:
-        """The open alert of `rule` at `severity`, made now if there is none: (alert, made now). The
-        partial unique index makes a second process's insert fail, so two monitors never open two."""
+        """The open alert of `rule` at `severity`, made now if there is none: (alert, made now). Writes are
+        serial on every backend, and the partial unique index `alerts_open` turns a second writer's insert
+        into nothing (`ON CONFLICT DO NOTHING`): two monitors never open two."""
         now = time.time()
         with self.store._write() as db:
-            row = db.execute(
-                f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE rule=? AND severity=? AND state='firing'",  # nosec B608
-                (rule, severity),
-            ).fetchone()
-            if row is not None:
+            made_id = None
+            row = self._firing(db, rule, severity)
+            if row is None:
+                made_id = db.execute(
+                    "INSERT INTO alerts (rule, severity, state, summary, value, threshold, rollback,"
+                    " started_at, updated_at) VALUES (?, ?, 'firing', ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (rule, severity) WHERE state = 'firing' DO NOTHING RETURNING id",
+                    (rule, severity, summary, value, threshold, int(rollback), now, now),
+                ).fetchone()
+                if made_id is None:  # another writer opened it meanwhile
+                    row = self._firing(db, rule, severity)
+            if made_id is None:
+                if row is None:
+                    raise StoreError(f"alert {rule}/{severity} is neither open nor could it be opened")
                 db.execute(
                     "UPDATE alerts SET value=?, summary=?, updated_at=? WHERE id=?",
                     (value, summary, now, row[0]),
                 )
                 return _alert(row), False
-            cur = db.execute(
-                "INSERT INTO alerts (rule, severity, state, summary, value, threshold, rollback, started_at,"
-                " updated_at) VALUES (?, ?, 'firing', ?, ?, ?, ?, ?, ?)",
-                (rule, severity, summary, value, threshold, int(rollback), now, now),
-            )
-            alert_id = int(cur.lastrowid or 0)
+            alert_id = int(made_id[0])
             db.execute(
                 "INSERT INTO alert_events (alert_id, at, event, detail) VALUES (?, ?, 'firing', ?)",
                 (alert_id, now, summary),
             )
             made = db.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id=?", (alert_id,)).fetchone()  # nosec B608
         return _alert(made), True
+
+    @staticmethod
+    def _firing(db: Any, rule: str, severity: str) -> Any:
+        return db.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE rule=? AND severity=? AND state='firing'",  # nosec B608
+            (rule, severity),
+        ).fetchone()
 
     def resolve(self, alert_id: int, detail: str = "") -> AlertRow | None:
         """Mark a firing alert resolved (None when it was not firing)."""
@@ -303,7 +324,7 @@ class MonitorStore:
         rows = self.store._query(
             "SELECT at, event, detail FROM alert_events WHERE alert_id=? ORDER BY at, id", (alert_id,)
         )
-        return [dict(r) for r in rows]
+        return [{"at": r[0], "event": r[1], "detail": r[2]} for r in rows]
 
     def add_event(self, alert_id: int, event: str, detail: str = "") -> None:
         with self.store._write() as db:
@@ -329,12 +350,7 @@ class MonitorStore:
             " WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_at <= ? ORDER BY next_at LIMIT ?",
             (now, limit),
         )
-        return [
-            Delivery(
-                r["id"], r["alert_id"], r["channel"], r["event"], json.loads(r["payload"]), r["attempts"]
-            )
-            for r in rows
-        ]
+        return [Delivery(int(r[0]), r[1], r[2], r[3], json.loads(r[4]), int(r[5])) for r in rows]
 
     def delivered(self, delivery_id: int) -> None:
         with self.store._write() as db:
@@ -360,14 +376,13 @@ class MonitorStore:
 
     def deliveries(self, alert_id: int) -> list[dict[str, Any]]:
         rows = self.store._query(
-            "SELECT channel, event, created_at, attempts, delivered_at, gave_up_at, error"
-            " FROM alert_deliveries WHERE alert_id=? ORDER BY id",
+            f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM alert_deliveries WHERE alert_id=? ORDER BY id",  # nosec B608
             (alert_id,),
         )
-        return [dict(r) for r in rows]
+        return [dict(zip(_DELIVERY_COLUMNS, r, strict=True)) for r in rows]
 
 
-def _roll_up(db: sqlite3.Connection, source: int, target: int, before: float) -> int:
+def _roll_up(db: Any, source: int, target: int, before: float) -> int:
     """Replace samples of resolution `source` older than `before` by one mean per `target` seconds:
     numbers are averaged, maxima of `*_max` figures kept, anything else taken from the last sample."""
     before = (before // target) * target  # whole buckets only: a bucket is merged once
@@ -393,5 +408,6 @@ def _roll_up(db: sqlite3.Connection, source: int, target: int, before: float) ->
         out["samples"] = sum(int(f.get("samples", 1)) for _, f in items)
         merged.append(((bucket + 0.5) * target, target, json.dumps(out, sort_keys=True)))
     cur = db.execute("DELETE FROM monitor_samples WHERE resolution=? AND at < ?", (source, before))
-    db.executemany("INSERT INTO monitor_samples VALUES (?, ?, ?)", merged)
-    return cur.rowcount
+    removed = cur.rowcount
+    db.executemany("INSERT INTO monitor_samples (at, resolution, figures) VALUES (?, ?, ?)", merged)
+    return int(removed)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .sqlite import Store
+    from .base import IndexStore
 
 
 def m009_unit_vectors(db: sqlite3.Connection) -> None:
@@ -18,40 +18,47 @@ def m009_unit_vectors(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE unit_vectors (digest TEXT PRIMARY KEY, vector BLOB NOT NULL)")
 
 
+def _written_order(store: IndexStore) -> str:
+    """The column that orders rows as they were written: SQLite's rowid; PostgreSQL has none, so its table
+    has an identity `id` instead (see pg_schema.py)."""
+    return "id" if store.backend == "postgres" else "rowid"
+
+
 def digest(namespace: str, text: str) -> str:
     return hashlib.sha256(f"{namespace}\0{text}".encode()).hexdigest()[:32]
 
 
-def load(store: Store, digests: list[str]) -> dict[str, np.ndarray]:
+def load(store: IndexStore, digests: list[str]) -> dict[str, np.ndarray]:
     """The stored vectors among `digests` (float32)."""
     out: dict[str, np.ndarray] = {}
     for i in range(0, len(digests), 500):
         part = digests[i : i + 500]
-        marks = ",".join("?" * len(part))
-        for row in store._query(f"SELECT digest, vector FROM unit_vectors WHERE digest IN ({marks})", part):  # nosec B608
+        where, param = store.any_of("digest", part)
+        for row in store._query(f"SELECT digest, vector FROM unit_vectors WHERE {where}", (param,)):  # nosec B608
             out[row[0]] = np.frombuffer(row[1], dtype=np.float16).astype(np.float32)
     return out
 
 
-def save(store: Store, items: dict[str, np.ndarray], max_entries: int) -> None:
+def save(store: IndexStore, items: dict[str, np.ndarray], max_entries: int) -> None:
     """Keep `items`, then the newest `max_entries` rows (oldest written go first)."""
     if not items:
         return
+    order = _written_order(store)
     with store._write() as db:
         db.executemany(
-            "INSERT OR IGNORE INTO unit_vectors (digest, vector) VALUES (?, ?)",
+            "INSERT INTO unit_vectors (digest, vector) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(d, np.asarray(v, dtype=np.float16).tobytes()) for d, v in items.items()],
         )
         over = int(db.execute("SELECT COUNT(*) FROM unit_vectors").fetchone()[0]) - max_entries
         if over > 0:
             db.execute(
-                "DELETE FROM unit_vectors WHERE rowid IN"
-                " (SELECT rowid FROM unit_vectors ORDER BY rowid LIMIT ?)",
+                f"DELETE FROM unit_vectors WHERE {order} IN"  # nosec B608
+                f" (SELECT {order} FROM unit_vectors ORDER BY {order} LIMIT ?)",
                 (over,),
             )
 
 
-def clear(store: Store) -> int:
+def clear(store: IndexStore) -> int:
     """Forget every kept vector (they are embedded again when next needed); how many there were."""
     with store._write() as db:
         return int(db.execute("DELETE FROM unit_vectors").rowcount)
