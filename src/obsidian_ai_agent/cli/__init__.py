@@ -347,6 +347,7 @@ from . import keys as _keys  # noqa: E402, F401
 from . import maintenance as _maintenance  # noqa: E402, F401
 from . import mcp as _mcp  # noqa: E402, F401
 from . import ops as _ops  # noqa: E402, F401
+from . import store as _store  # noqa: E402, F401
 
 
 def main() -> None:
