@@ -161,10 +161,20 @@ def _private_dir(folder: Path) -> None:
 # -- backup -------------------------------------------------------------------------------------------
 
 
+def _sqlite_only(settings: Settings, what: str) -> None:
+    if settings.database.url:
+        raise BackupError(
+            f"the index is on a PostgreSQL server, and `{what}` archives the SQLite index only: back the "
+            "server up with pg_dump (see docs/deployment.md), or `store copy --to <file>.sqlite` for a copy "
+            "this program can archive and restore"
+        )
+
+
 def create_backup(settings: Settings, output: Path | None = None) -> BackupResult:
     """Archive the index, the settings file and the admin key into `output` (default
     `<data dir>/backups/oaa-backup-<UTC time>.tar.gz`, mode 0600); safe while the service writes."""
     t0 = time.perf_counter()
+    _sqlite_only(settings, "backup")
     db = settings.database_path
     if not db.is_file():
         raise BackupError(f"there is no index at {db} to back up; check --data-dir")
@@ -394,6 +404,7 @@ def restore_backup(
             raise BackupError(f"there is no backup in {backups_dir(settings)} to restore")
     if archive is None:
         raise BackupError("name an archive to restore, or give --latest")
+    _sqlite_only(settings, "restore")
     db = settings.database_path
     _private_dir(data)
     with _unpacked(archive, into=data) as (work, manifest):

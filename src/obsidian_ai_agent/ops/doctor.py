@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import LOOPBACK_HOSTS, ConfigError, Settings, load_settings
 from ..security.keys import ADMIN_KEY_FILE
+from ..store import IndexStore, StoreError, open_store
+from ..store.pg_schema import PG_MIGRATIONS
 from ..store.snapshot import DatabaseFacts, check_database, latest_schema_version, read_facts
 from .backup import holders, newest_backup
 
@@ -81,6 +83,9 @@ class _Context:
     settings: Settings
     embedder: Embedder | None
     facts: DatabaseFacts | None = None
+    server: IndexStore | None = None
+    """The PostgreSQL store, when `database.url` names one (else the index is the SQLite file)."""
+    latest: int = 0
 
 
 # -- environment --------------------------------------------------------------------------------------
@@ -225,8 +230,10 @@ def _keys(ctx: _Context) -> list[Any]:
 
     if ctx.facts is None:
         raise _skip("no index to read keys from")
-    if ctx.facts.schema_version != latest_schema_version():
+    if ctx.facts.schema_version != ctx.latest:
         raise _skip("the index is not at the current schema (see migrations)")
+    if ctx.server is not None:
+        return [k for k in KeyStore(ctx.server).list() if k.active()]
     with Store(ctx.settings.database_path) as store:
         return [k for k in KeyStore(store).list() if k.active()]
 
@@ -272,6 +279,14 @@ def _need_index(ctx: _Context) -> DatabaseFacts:
 
 def check_database_integrity(ctx: _Context) -> str:
     _need_index(ctx)
+    if ctx.server is not None:
+        found = ctx.server.integrity_check()
+        if found != "ok":
+            raise _fail(
+                f"the index on {ctx.server.location} is damaged: {found}", "REINDEX, or `index --full`"
+            )
+        server = ctx.server.server_version()  # type: ignore[attr-defined]
+        return f"{server} at {ctx.server.location}: integrity ok"
     problem = check_database(ctx.settings.database_path, quick=True)
     if problem is not None:
         raise _fail(
@@ -282,7 +297,7 @@ def check_database_integrity(ctx: _Context) -> str:
 
 
 def check_migrations(ctx: _Context) -> str:
-    have, latest = _need_index(ctx).schema_version, latest_schema_version()
+    have, latest = _need_index(ctx).schema_version, ctx.latest
     if have > latest:
         raise _fail(f"the index has schema {have}, newer than this program's {latest}", "upgrade the program")
     if have < latest:
@@ -404,6 +419,8 @@ def check_disk(ctx: _Context) -> str:
 
 def check_backup_age(ctx: _Context) -> str:
     s = ctx.settings
+    if ctx.server is not None:
+        raise _skip("the index is on PostgreSQL: back it up with pg_dump (see docs/deployment.md)")
     newest = newest_backup(s)
     schedule = s.backup.schedule
     if newest is None:
@@ -485,8 +502,15 @@ def run_doctor(
         settings = load_settings(config_file, data_dir)
     except ConfigError as e:
         return Report([Check("settings", "fail", str(e), "fix the setting named")])
-    ctx = _Context(settings, embedder)
-    if settings.database_path.is_file():
+    ctx = _Context(settings, embedder, latest=latest_schema_version())
+    if settings.database.url:
+        try:
+            ctx.server = open_store(settings.database_path, url=settings.database.url.get_secret_value())
+        except StoreError as e:
+            return Report([Check("database", "fail", str(e), "start the server, or fix database.url")])
+        ctx.latest = len(PG_MIGRATIONS)
+        ctx.facts = ctx.server.facts()  # type: ignore[attr-defined]
+    elif settings.database_path.is_file():
         try:
             ctx.facts = read_facts(settings.database_path)
         except Exception:  # a damaged file: the database check says so
@@ -501,4 +525,6 @@ def run_doctor(
             checks.append(Check(name, r.status, r.reason, r.fix))
         except Exception as e:  # a check that breaks is a failed check, not a traceback
             checks.append(Check(name, "fail", f"the check itself failed: {type(e).__name__}: {e}", ""))
+    if ctx.server is not None:
+        ctx.server.close()
     return Report(checks)
