@@ -7,6 +7,7 @@ from obsidian_ai_agent.embeddings import (
     EmbeddingError,
     LocalEmbedder,
     OpenAIEmbedder,
+    QueryCache,
     TransientEmbeddingError,
 )
 
@@ -65,3 +66,28 @@ def test_a_server_error_or_timeout_is_transient(embedder: LocalEmbedder) -> None
         with pytest.raises(TransientEmbeddingError, match="did not answer within 1 s"):
             remote.embed(["x"])
         behaviour.slow = 0
+
+
+def test_concurrent_queries_share_one_embedding_each_and_arrive_at_the_model_in_batches(embedder) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    cache = QueryCache(embedder)
+    queries = [f"how do I {verb} a recurring task" for verb in ("create", "delete", "move", "copy")]
+    got: dict[int, tuple[str, np.ndarray]] = {}
+    start = threading.Barrier(24)
+
+    def ask(i: int) -> None:
+        start.wait()
+        q = queries[i % len(queries)]
+        got[i] = (q, cache.get(q))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 24
+    assert 1 <= cache.model_calls <= len(queries)  # 24 requests, at most one pass per distinct query
+    for q, vec in got.values():
+        assert np.allclose(vec, embedder.embed_query(q), atol=1e-5)
+    assert cache.get(queries[0]) is cache.get(queries[0]) and cache.model_calls <= len(queries)

@@ -8,6 +8,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -412,22 +413,66 @@ def get_embedder(settings: EmbeddingSettings) -> Embedder:
 
 
 class QueryCache:
-    """Queries are embedded once: a small LRU of query text -> vector."""
+    """Queries are embedded once: a small LRU of query text -> vector. Concurrent requests share the work:
+    a query already being embedded is waited for, not embedded again, and queries that arrive while the
+    model is busy go to it together, in one batch (one forward pass instead of one each)."""
+
+    MAX_BATCH = 32
 
     def __init__(self, embedder: Embedder, size: int = 1024) -> None:
         self.embedder = embedder
         self._size = size
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._inflight: dict[str, Future[np.ndarray]] = {}
+        self._pending: list[str] = []
+        self._draining = False
+        self.model_calls = 0
+        """Forward passes made for queries (fewer than queries under load: batching and sharing)."""
 
     def get(self, text: str) -> np.ndarray:
         with self._lock:
             if text in self._items:
                 self._items.move_to_end(text)
                 return self._items[text]
-        vec = self.embedder.embed_query(text)
-        with self._lock:
-            self._items[text] = vec
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return vec
+            future = self._inflight.get(text)
+            if future is None:
+                future = self._inflight[text] = Future()
+                self._pending.append(text)
+            lead = not self._draining
+            self._draining = self._draining or lead
+        if lead:
+            self._drain()
+        return future.result()
+
+    def _drain(self) -> None:
+        """Embed what is pending, a batch at a time, until nothing is; run by one thread at a time."""
+        while True:
+            with self._lock:
+                batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
+                if not batch:
+                    self._draining = False
+                    return
+                futures = [self._inflight[t] for t in batch]
+            try:
+                self.model_calls += 1
+                vecs = (
+                    [self.embedder.embed_query(batch[0])]
+                    if len(batch) == 1
+                    else list(self.embedder.embed(batch))
+                )
+            except BaseException as e:
+                with self._lock:
+                    for t in batch:
+                        self._inflight.pop(t, None)
+                for f in futures:
+                    f.set_exception(e)
+                continue
+            with self._lock:
+                for t, vec in zip(batch, vecs, strict=True):
+                    self._items[t] = vec
+                    self._inflight.pop(t, None)
+                while len(self._items) > self._size:
+                    self._items.popitem(last=False)
+            for f, vec in zip(futures, vecs, strict=True):
+                f.set_result(vec)
