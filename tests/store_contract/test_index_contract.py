@@ -163,3 +163,9 @@ def test_failures_meta_listing_and_integrity_agree(store: IndexStore) -> None:
         "L/4.md",
     ]
     assert store.integrity_check() == "ok" and store.quick_check() == "ok"
+
+
+def test_a_note_holding_a_nul_character_is_written_and_found(store: IndexStore) -> None:
+    write(store, note("Binary.md", [(["Binary"], "before\x00after the zero byte")]), seed=9)
+    (cid, _), *_ = store.keyword_search(["zero"], WEIGHTS, 5)
+    assert store.chunks([cid])[cid].text.replace("\ufffd", "\x00") == "before\x00after the zero byte"

@@ -107,6 +107,7 @@ def service(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> It
                 "OAA_VAULT": str(vault),
                 "OAA_JOBS__LEASE": "4",
                 "OAA_MONITOR__ENABLED": "false",
+                "OAA_EMBEDDING__THREADS": "1",  # two replicas on two cores: one each
                 # The tests poll; the limits (shared through Redis) are not what they test.
                 "OAA_SERVER__RATE_LIMITS__GROUPS": json.dumps(dict.fromkeys(GROUPS, "100000/minute")),
             }
@@ -192,34 +193,6 @@ def test_a_job_submitted_on_one_replica_runs_exactly_once_and_a_cache_clear_clea
     assert not service.call(service.b, "POST", "/api/ask", json=question).json()["cached"]
 
 
-def test_a_replica_killed_mid_job_leaves_the_job_to_the_other(service: Service) -> None:
-    for i in range(40):  # enough new notes that the job is still running when its runner dies
-        (service.vault / "Bulk" / f"Note {i}.md").parent.mkdir(exist_ok=True)
-        (service.vault / "Bulk" / f"Note {i}.md").write_text(
-            f"# Bulk note {i}\n\n" + " ".join(f"Paragraph {i}.{p} about river stones." for p in range(300))
-        )
-    service.b.stop()  # only `a` can claim it
-    job = service.call(service.a, "POST", "/api/reindex", json={}).json()["job_id"]
-    wait_for(
-        lambda: service.call(service.a, "GET", f"/api/jobs/{job}").json()["progress"]["done"] > 0,
-        "the job under way on replica a",
-        limit=120,
-    )
-    service.b.start()
-    service.a.stop(signal.SIGKILL)
-    detail = wait_for(
-        lambda: (
-            (d := service.call(service.b, "GET", f"/api/jobs/{job}").json())["status"] == "succeeded" and d
-        ),
-        "replica b finishing the job after replica a was killed",
-        limit=300,
-    )
-    assert detail["attempts"] == 2
-    manifest = service.call(service.b, "GET", "/api/notes/manifest").json()
-    assert {f"Bulk/Note {i}.md" for i in range(40)} <= set(manifest)  # every note indexed, once
-    service.a.start()
-
-
 def test_a_database_restart_under_load_gives_clean_503s_and_the_service_recovers_by_itself(
     service: Service, pg_server: PgServer
 ) -> None:
@@ -253,3 +226,30 @@ def test_a_database_restart_under_load_gives_clean_503s_and_the_service_recovers
         worker.join()
     assert set(codes) <= {200, 503}, codes  # no 500, no dropped connection
     assert slowest[0] < 15, slowest  # errors are prompt, never a hang
+
+
+def test_a_replica_killed_mid_job_leaves_the_job_to_the_other(service: Service) -> None:
+    for i in range(24):  # enough new notes that the job is still running when its runner is killed
+        (service.vault / "Bulk" / f"Note {i}.md").parent.mkdir(exist_ok=True)
+        (service.vault / "Bulk" / f"Note {i}.md").write_text(
+            f"# Bulk note {i}\n\n" + " ".join(f"Paragraph {i}.{p} about river stones." for p in range(200))
+        )
+    service.b.stop()  # only `a` can claim it
+    job = service.call(service.a, "POST", "/api/reindex", json={}).json()["job_id"]
+    wait_for(
+        lambda: service.call(service.a, "GET", f"/api/jobs/{job}").json()["progress"]["stage"] == "embed",
+        "the job under way on replica a",
+        limit=120,
+    )
+    service.a.stop(signal.SIGKILL)  # mid-job: its lease runs out with nobody renewing it
+    service.b.start()
+    detail = wait_for(
+        lambda: (
+            (d := service.call(service.b, "GET", f"/api/jobs/{job}").json())["status"] == "succeeded" and d
+        ),
+        "replica b finishing the job after replica a was killed",
+        limit=300,
+    )
+    assert detail["attempts"] == 2
+    manifest = service.call(service.b, "GET", "/api/notes/manifest").json()
+    assert {f"Bulk/Note {i}.md" for i in range(24)} <= set(manifest)  # every note indexed, once
