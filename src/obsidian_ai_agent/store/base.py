@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -196,6 +196,27 @@ class IndexStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _apply_migrations(self, migrations: Sequence[Callable[[Any], None]]) -> None:
+        """Run the migrations the index has not had yet, in one write transaction, numbering each in
+        `meta.schema_version`; an index newer than this program is refused."""
+        with self._write() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > len(migrations):
+                raise StoreError(
+                    f"{self.location} has schema version {version}, newer than this program knows "
+                    f"({len(migrations)}); upgrade obsidian-ai-agent"
+                )
+            for number, migration in enumerate(migrations[version:], start=version + 1):
+                migration(db)
+                db.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                    (str(number),),
+                )
+            db.execute("INSERT INTO meta VALUES ('index_generation', '0') ON CONFLICT DO NOTHING")
 
     # -- meta -----------------------------------------------------------------------------------
 

@@ -203,23 +203,7 @@ class PostgresStore(IndexStore):
         return f"{column} = ANY(?)", list(values)
 
     def _migrate(self) -> None:
-        with self._write() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > len(PG_MIGRATIONS):
-                raise StoreError(
-                    f"{self.location} has schema version {version}, newer than this program knows "
-                    f"({len(PG_MIGRATIONS)}); upgrade obsidian-ai-agent"
-                )
-            for number, migration in enumerate(PG_MIGRATIONS[version:], start=version + 1):
-                migration(db)
-                db.execute(
-                    "INSERT INTO meta VALUES ('schema_version', ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value=excluded.value",
-                    (str(number),),
-                )
-            db.execute("INSERT INTO meta VALUES ('index_generation', '0') ON CONFLICT DO NOTHING")
+        self._apply_migrations(PG_MIGRATIONS)
 
     def _model_recorded(self, db: Any, dimension: int) -> None:
         # The dimension is known now: fix the column to it and build the HNSW index (cosine).

@@ -256,19 +256,7 @@ class Store(IndexStore):
 
     def _migrate(self) -> None:
         copy_before_migration(self.path)  # an older index is copied aside before it is changed
-        with self._write() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > len(MIGRATIONS):
-                raise StoreError(
-                    f"{self.path} has schema version {version}, newer than this program knows "
-                    f"({len(MIGRATIONS)}); upgrade obsidian-ai-agent"
-                )
-            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-                migration(db)
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number),))
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('index_generation', '0')")
+        self._apply_migrations(MIGRATIONS)
 
     # -- what SQLite does its own way --------------------------------------------------------------
 
