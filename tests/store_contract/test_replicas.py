@@ -157,16 +157,10 @@ def test_a_note_pushed_to_one_replica_is_found_on_the_other_within_a_second(serv
         headers={"Content-Type": "text/markdown"},
     )  # fmt: skip
     assert pushed.status_code == 200, pushed.text
-    done = time.monotonic()
-
-    def found() -> bool:
-        hits = service.call(
-            service.b, "POST", "/api/search", json={"query": "grey herons marsh", "k": 3}
-        ).json()
-        return any(h["path"] == "Birds/Herons.md" for h in hits["results"])
-
-    wait_for(found, "the pushed note in the other replica's search", limit=1.0)
-    assert time.monotonic() - done <= 1.0
+    # The other replica's very first search after the push returns holds the note: both read one index
+    # (no copy to refresh), so "within a second" holds however slow a search is on a busy machine.
+    hits = service.call(service.b, "POST", "/api/search", json={"query": "grey herons marsh", "k": 3}).json()
+    assert any(h["path"] == "Birds/Herons.md" for h in hits["results"]), hits
 
 
 def test_a_job_submitted_on_one_replica_runs_exactly_once_and_a_cache_clear_clears_both(
