@@ -90,6 +90,12 @@ class ChunkRecord:
     section_starts_json: str
     vector: np.ndarray
 
+    def row(self, source_id: int, vector: Any, gen: int) -> tuple[Any, ...]:
+        """The `chunks` columns from source_id to section_starts, with the vector as the backend stores it."""
+        heading = json.dumps(self.heading_path, ensure_ascii=False)
+        return (source_id, self.ordinal, self.hash, self.text, heading, self.start_line, self.end_line,
+                self.page, vector, gen, self.section_starts_json)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class SourceRecord:

@@ -11,7 +11,6 @@ is claimed with `FOR UPDATE SKIP LOCKED`. A server that cannot be reached raises
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -225,17 +224,7 @@ class PostgresStore(IndexStore):
         aliases, tags = record.keyword_fields()
         rows = [
             (
-                source_id,
-                c.ordinal,
-                c.hash,
-                c.text,
-                json.dumps(c.heading_path, ensure_ascii=False),
-                c.start_line,
-                c.end_line,
-                c.page,
-                np.asarray(c.vector, dtype=np.float32),
-                gen,
-                c.section_starts_json,
+                *c.row(source_id, np.asarray(c.vector, dtype=np.float32), gen),
                 f"{record.title} {aliases}",
                 " ".join(c.heading_path),
                 tags,

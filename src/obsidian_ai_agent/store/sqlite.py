@@ -279,19 +279,7 @@ class Store(IndexStore):
             cur = db.execute(
                 "INSERT INTO chunks (source_id, ordinal, hash, text, heading_path, start_line, end_line,"
                 " page, vector, generation, section_starts) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    source_id,
-                    c.ordinal,
-                    c.hash,
-                    c.text,
-                    json.dumps(c.heading_path, ensure_ascii=False),
-                    c.start_line,
-                    c.end_line,
-                    c.page,
-                    np.asarray(c.vector, dtype=np.float32).tobytes(),
-                    gen,
-                    c.section_starts_json,
-                ),
+                c.row(source_id, np.asarray(c.vector, dtype=np.float32).tobytes(), gen),
             )
             db.execute(
                 "INSERT INTO chunks_fts (rowid, title, aliases, headings, tags, body) VALUES (?,?,?,?,?,?)",
