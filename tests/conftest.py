@@ -24,13 +24,23 @@ SCIFACT = CORPORA / "scifact"
 QUESTIONS = SHARED / "eval" / "vault_questions_dev.jsonl"
 
 
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this run keeps the model's ONNX graph: exported once per run, by the first process that needs
+    it, and loaded by the rest (test servers included), so no test depends on an earlier run's files."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, model_cache: Path
+) -> None:
     """No test sees the developer's settings or data dir."""
     for key in list(os.environ):
         if key.startswith("OAA_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("OAA_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    monkeypatch.setenv("OAA_MODEL_CACHE", str(model_cache))
     # The monitor samples and runs every component check in the background; only the tests of the
     # monitor (and of what it feeds) turn it on, so no other test shares the cores with it.
     monkeypatch.setenv("OAA_MONITOR__ENABLED", "false")

@@ -8,7 +8,6 @@ body limit, request timeout.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -37,18 +36,6 @@ API_HEADERS = ("Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "Ac
 MCP_HEADERS = ("Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-ID")
 
 
-def _share_cores(s: Settings) -> None:
-    """Torch threads for the local model in this process: `embedding.threads`, else one per worker when
-    this is one of several worker processes (measured by bench/http_service.py), else torch's default."""
-    if s.embedding.provider != "local":
-        return
-    threads = s.embedding.threads or (1 if multiprocessing.parent_process() is not None else None)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
     """The app for `settings` (default: loaded from the environment and config file); `embedder` lets
     tests share one loaded model."""
@@ -57,7 +44,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _share_cores(s)
         engine = Engine(s, embedder=embedder)
         app.state.engine = engine
         app.state.started = time.time()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
 import threading
 import time
@@ -14,10 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from . import onnx_encoder
 from .config import EmbeddingSettings
 from .notes.model import CharTokenCounter, TokenCounter
+from .onnx_encoder import OnnxEncoder
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
+
+log = logging.getLogger("obsidian_ai_agent.embeddings")
 
 
 class EmbeddingError(Exception):
@@ -210,7 +216,16 @@ class LocalEmbedder(Embedder):
     Loaded with HF_HUB_OFFLINE=1: nothing is ever fetched from a hub.
     """
 
-    def __init__(self, model: str = PACKAGED_MODEL, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model: str = PACKAGED_MODEL,
+        device: str = "cpu",
+        batch_size: int = 32,
+        *,
+        runtime: str = "auto",
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         self.path = _model_path(model)
@@ -231,7 +246,17 @@ class LocalEmbedder(Embedder):
         self.batch_size = batch_size
         self._model: Any = None
         self._load_lock = threading.Lock()
+        self._onnx_lock = threading.Lock()
         self.gate = EncodeGate()
+        self.threads = threads
+        self.runtime = runtime
+        """`auto`: ONNX Runtime for queries and short texts where it can run the model, else torch;
+        `onnx`: ONNX Runtime or an error; `torch`: torch only."""
+        self.cache_dir = cache_dir
+        self._onnx: OnnxEncoder | None = None
+        self._onnx_resolved = runtime == "torch"
+        self.query_runtime = "torch" if runtime == "torch" else "unresolved"
+        """What embeds queries: `onnxruntime` or `torch` (`unresolved` until the first query)."""
         if not self.dimension:
             self.dimension = int(self.model.get_sentence_embedding_dimension() or 0)
 
@@ -244,8 +269,67 @@ class LocalEmbedder(Embedder):
 
                 transformers.logging.disable_progress_bar()
                 limit_malloc_arenas()
+                if self.threads:
+                    import torch
+
+                    torch.set_num_threads(self.threads)
                 self._model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
             return self._model
+
+    def _query_encoder(self) -> OnnxEncoder | None:
+        """The ONNX Runtime session for queries, from the cache or exported now (None: torch serves them)."""
+        if self._onnx_resolved:
+            return self._onnx
+        with self._onnx_lock:
+            if self._onnx_resolved:
+                return self._onnx
+            try:
+                self._onnx = self._load_onnx()
+            except onnx_encoder.OnnxUnavailable as e:
+                if self.runtime == "onnx":
+                    raise EmbeddingError(
+                        f"embedding.runtime is `onnx` but ONNX Runtime cannot run '{self.model_id}': {e}. "
+                        "Install `onnx` and `onnxruntime`, or set embedding.runtime to `auto` or `torch`."
+                    ) from e
+                log.warning("queries are embedded by torch: %s", e)
+                self._onnx = None
+            self.query_runtime = "onnxruntime" if self._onnx is not None else "torch"
+            self._onnx_resolved = True
+            return self._onnx
+
+    def _load_onnx(self) -> OnnxEncoder:
+        if self.device != "cpu" or not onnx_encoder.supported(self.path):
+            raise onnx_encoder.OnnxUnavailable(
+                f"'{self.model_id}' on {self.device} is not a plain mean-pooled model on the CPU"
+            )
+        cache = self.cache_dir or onnx_encoder.default_cache_dir()
+        cached = onnx_encoder.load_cached(self.path, self.model_id, cache, self.max_tokens, self.threads)
+        if cached is not None:
+            return cached
+        started = time.perf_counter()
+        encoder = onnx_encoder.export(
+            self.model, self.path, self.model_id, cache, self.max_tokens, self.threads
+        )
+        log.info(
+            "exported '%s' to ONNX in %.1f s (kept in %s)",
+            self.model_id,
+            time.perf_counter() - started,
+            cache,
+        )
+        return encoder
+
+    def _encode_onnx(
+        self, encoder: OnnxEncoder, texts: list[str], max_tokens: int | None = None
+    ) -> np.ndarray:
+        """Small calls through the gate, like torch's (one model call at a time, queries first)."""
+        with self.gate(len(texts)):
+            return encoder.encode(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        encoder = self._query_encoder()
+        if encoder is not None:
+            return self._encode_onnx(encoder, [text])[0]
+        return super().embed_query(text)
 
     def _embed(self, texts: list[str], ticket: int | None = None) -> np.ndarray:
         model = self.model
@@ -266,6 +350,9 @@ class LocalEmbedder(Embedder):
         # time through the gate, so queries between its batches are not held up.
         step = self.batch_size * 4 if progress is not None else self.batch_size
         if len(texts) <= EncodeGate.SMALL:
+            encoder = self._query_encoder() if progress is None else None
+            if encoder is not None:
+                return self._encode_onnx(encoder, list(texts))
             return _normalise(self._embed(list(texts)))
         parts = []
         with self.gate.call() as ticket:
@@ -281,6 +368,9 @@ class LocalEmbedder(Embedder):
         # cosine 0.997 of the full one (the median sentence is 26 tokens, p99 88).
         if not texts:
             return np.empty((0, self.dimension), dtype=np.float32)
+        encoder = self._query_encoder()
+        if encoder is not None:
+            return self._short_onnx(encoder, texts)
         model = self.model
         with self.gate.call() as ticket, self.gate(len(texts), ticket):
             full = model.max_seq_length
@@ -291,8 +381,20 @@ class LocalEmbedder(Embedder):
                 model.max_seq_length = full
         return _normalise(np.asarray(out, dtype=np.float32))
 
+    def _short_onnx(self, encoder: OnnxEncoder, texts: list[str]) -> np.ndarray:
+        # As sentence-transformers does: sorted by length, so each batch of 8 pads little.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        with self.gate.call() as ticket:
+            for i in range(0, len(order), SHORT_BATCH):
+                idx = order[i : i + SHORT_BATCH]
+                with self.gate(len(idx), ticket):
+                    out[idx] = encoder.encode([texts[j] for j in idx], SHORT_TOKENS)
+        return out
+
 
 SHORT_TOKENS = 64
+SHORT_BATCH = 8
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -381,6 +483,13 @@ class OpenAIEmbedder(Embedder):
         return mat
 
 
+def model_threads(settings: EmbeddingSettings) -> int | None:
+    """CPU threads for the local model: `embedding.threads`, else one when this process is one of several
+    service workers (N workers each using every core oversubscribe the CPU: bench/http_service.py), else
+    the runtime's default (every core)."""
+    return settings.threads or (1 if multiprocessing.parent_process() is not None else None)
+
+
 _cache_lock = threading.Lock()
 _embedders: dict[tuple[Any, ...], Embedder] = {}
 
@@ -393,12 +502,22 @@ def get_embedder(settings: EmbeddingSettings) -> Embedder:
         settings.base_url,
         settings.device,
         settings.batch_size,
+        settings.runtime,
+        settings.threads,
+        settings.cache_dir,
         settings.api_key.get_secret_value() if settings.api_key else None,
     )
     with _cache_lock:
         if key not in _embedders:
             if settings.provider == "local":
-                _embedders[key] = LocalEmbedder(settings.model, settings.device, settings.batch_size)
+                _embedders[key] = LocalEmbedder(
+                    settings.model,
+                    settings.device,
+                    settings.batch_size,
+                    runtime=settings.runtime,
+                    threads=model_threads(settings),
+                    cache_dir=settings.cache_dir,
+                )
             else:
                 _embedders[key] = OpenAIEmbedder(
                     settings.base_url,

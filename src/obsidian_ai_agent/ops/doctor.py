@@ -343,7 +343,9 @@ def check_model_loads(ctx: _Context) -> str:
             f"the embedding model does not load: {e}", "reinstall the model package, check embedding.*"
         ) from None
     where = "offline" if os.environ.get("HF_HUB_OFFLINE") == "1" else "(HF_HUB_OFFLINE is not 1)"
-    return f"'{embedder.model_id}' embeds {where} in {time.perf_counter() - t0:.1f} s"
+    runtime = getattr(embedder, "query_runtime", None)
+    on = f", queries on {runtime}" if runtime else ""
+    return f"'{embedder.model_id}' embeds {where} in {time.perf_counter() - t0:.1f} s{on}"
 
 
 # -- services -----------------------------------------------------------------------------------------
