@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 from urllib.parse import quote
@@ -168,6 +169,12 @@ def make_snippet(text: str, terms: list[str], width: int = 240) -> str:
     return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
 
 
+_SIDES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="search-semantic")
+"""Runs a hybrid search's semantic side (embed the query, kNN) while the caller runs the keyword side,
+so a search takes the longer of the two, not their sum. Shared by every searcher of the process; its
+size bounds the semantic sides in flight (the model takes one call at a time anyway)."""
+
+
 class Searcher:
     """Runs searches against one store with one embedder; cheap to call, safe from several threads."""
 
@@ -209,11 +216,23 @@ class Searcher:
         n = max(self.settings.candidates, k)
         kw: list[int] = []
         sem: list[int] = []
-        if mode in ("hybrid", "keyword") and terms:
-            weights = [self.settings.field_weights[f] for f in FIELDS]
-            kw = [cid for cid, _ in self.store.keyword_search(terms, weights, n, allowed)]
+        keyword = mode in ("hybrid", "keyword") and bool(terms)
+        pending: Future[list[int]] | None = None
         if mode in ("hybrid", "semantic"):
-            sem = [cid for cid, _ in self.vectors.search(self.queries.get(query), n, allowed)]
+            if keyword:  # the two sides at once: the model and SQLite both let the other thread run
+                pending = _SIDES.submit(self._semantic, query, n, allowed)
+            else:
+                sem = self._semantic(query, n, allowed)
+        if keyword:
+            weights = [self.settings.field_weights[f] for f in FIELDS]
+            try:
+                kw = [cid for cid, _ in self.store.keyword_search(terms, weights, n, allowed)]
+            except BaseException:
+                if pending is not None:
+                    pending.cancel()
+                raise
+        if pending is not None:
+            sem = pending.result()
         fused = self._fuse(kw, sem, mode)[:k]
         rows = self.store.chunks([cid for cid, _ in fused])
         kw_rank = {cid: i + 1 for i, cid in enumerate(kw)}
@@ -225,6 +244,9 @@ class Searcher:
                 continue
             results.append(self._result(row, score, kw_rank.get(cid), sem_rank.get(cid), terms))
         return results
+
+    def _semantic(self, query: str, n: int, allowed: list[int] | None) -> list[int]:
+        return [cid for cid, _ in self.vectors.search(self.queries.get(query), n, allowed)]
 
     def _fuse(self, kw: list[int], sem: list[int], mode: str) -> list[tuple[int, float]]:
         c = self.settings.rrf_k
