@@ -169,3 +169,27 @@ def test_a_note_holding_a_nul_character_is_written_and_found(store: IndexStore) 
     write(store, note("Binary.md", [(["Binary"], "before\x00after the zero byte")]), seed=9)
     (cid, _), *_ = store.keyword_search(["zero"], WEIGHTS, 5)
     assert store.chunks([cid])[cid].text.replace("\ufffd", "\x00") == "before\x00after the zero byte"
+
+
+def test_a_term_most_chunks_hold_is_left_out_of_the_ranking_while_rarer_ones_are_there(
+    store: IndexStore,
+) -> None:
+    store.COMMON_FLOOR, store.COMMON = 5, 0.1  # type: ignore[attr-defined]  # as on a large index
+    for i in range(30):
+        extra = " A zeppelin flew over." if i < 2 else ""
+        write(
+            store, note(f"Minutes/{i:02}.md", [(["Minutes"], f"Weekly meeting number {i}.{extra}")]), seed=i
+        )
+    paths = lambda hits: sorted(store.chunks([c])[c].path for c, _ in hits)  # noqa: E731
+    assert paths(store.keyword_search(["meeting", "zeppelin"], WEIGHTS, 50)) == [
+        "Minutes/00.md",
+        "Minutes/01.md",
+    ]
+    assert len(store.keyword_search(["meeting"], WEIGHTS, 50)) == 30  # nothing rarer: still ranked
+    # The counts follow the index: once most notes speak of zeppelins, the word is common too.
+    for i in range(2, 14):
+        write(
+            store, note(f"Minutes/{i:02}.md", [(["Minutes"], f"Meeting {i}. A zeppelin flew over.")]), seed=i
+        )
+    write(store, note("Rocks.md", [(["Rocks"], "Quartz and a zeppelin.")]), seed=99)
+    assert paths(store.keyword_search(["zeppelin", "quartz"], WEIGHTS, 50)) == ["Rocks.md"]

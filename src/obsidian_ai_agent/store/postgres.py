@@ -240,6 +240,8 @@ class PostgresStore(IndexStore):
             rows,
         )
 
+    COMMON_FLOOR = 1000
+    """Nothing is left out of the ranking below this many chunks holding a term."""
     K1 = 0.05
     """Saturation of a term's ts_rank: rank / (rank + K1), so one word said often cannot outweigh two."""
     COMMON = 0.1
@@ -254,7 +256,7 @@ class PostgresStore(IndexStore):
             " FROM pg_class WHERE oid = 'chunks'::regclass"
         )
         total = float(rows[0][0]) if rows else 0.0
-        cap = max(1000, int(total * self.COMMON) + 1)
+        cap = max(self.COMMON_FLOOR, int(total * self.COMMON) + 1)
         values = ", ".join(f"({i}, plainto_tsquery('{_TS_CONFIG}', ?))" for i in range(len(terms)))
         found = self._query(
             f"SELECT t.i, (SELECT count(*) FROM (SELECT 1 FROM chunks WHERE fts @@ t.q LIMIT ?) x)"  # nosec B608
@@ -281,7 +283,7 @@ class PostgresStore(IndexStore):
         stats = [(t, df) for t, df in stats if df > 0]
         if not stats:
             return []
-        common = max(1000, int(total * self.COMMON) + 1)
+        common = max(self.COMMON_FLOOR, int(total * self.COMMON) + 1)
         rare = [(t, df) for t, df in stats if df < common] or sorted(stats, key=lambda x: x[1])[:2]
         idf = [float(np.log(1 + (total - df + 0.5) / (df + 0.5))) for _, df in rare]
         values = ", ".join(f"(plainto_tsquery('{_TS_CONFIG}', ?), CAST(? AS double precision))" for _ in rare)

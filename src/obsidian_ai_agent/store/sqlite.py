@@ -97,6 +97,10 @@ class Store(IndexStore):
         _make_private_dir(self.path.parent)
         self._lock = threading.RLock()
         self._local = threading.local()
+        self._df: dict[str, int] = {}
+        self._df_total: int | None = None
+        self._df_generation = -1
+        self._df_lock = threading.Lock()  # not the write lock: a search never waits behind a write
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         try:
             self._open()
@@ -289,6 +293,48 @@ class Store(IndexStore):
     def _forget_chunks(self, db: Any, ids: list[int]) -> None:
         db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in ids])
 
+    COMMON = 0.05
+    """A term in more than this share of the chunks (and in more than COMMON_FLOOR) is left out of the
+    ranking when rarer terms are in the query. Measured on 100k chunks, 300 SciFact and vault queries:
+    matching every term costs 3.5 ms p50, ranking them with bm25 42 / 110 ms (p50 / p99), because bm25
+    reads every matched row's sizes and positions; a common term's idf is small, but it makes most of the
+    index a match. Leaving out terms above 5% gave 17 / 54 ms, counts included. Below COMMON_FLOOR chunks
+    nothing is left out: SciFact train (7.2k chunks) hybrid nDCG@10 is 0.7227 with it and 0.7226 without,
+    where a floor of 1000 gave 0.7204."""
+    COMMON_FLOOR = 2000
+
+    def _frequencies(self, terms: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """(chunks in the index, chunks holding each term), each count stopped at the common cap and kept
+        until the index generation moves."""
+        generation = self.generation
+        with self._df_lock:
+            if self._df_generation != generation:
+                self._df.clear()
+                self._df_total = None
+                self._df_generation = generation
+            total, known = self._df_total, {t: self._df[t] for t in terms if t in self._df}
+        if total is None:
+            total = int(self._query("SELECT COUNT(*) FROM chunks")[0][0])
+        cap = max(self.COMMON_FLOOR, int(total * self.COMMON) + 1)
+        sql = "SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)"
+        fresh = {t: int(self._query(sql, (fts_match([t]), cap))[0][0]) for t in terms if t not in known}
+        with self._df_lock:
+            if self._df_generation == generation:
+                self._df_total = total
+                if len(self._df) > 50_000:
+                    self._df.clear()
+                self._df.update(fresh)
+        return total, {**known, **fresh}
+
+    def ranked_terms(self, terms: Sequence[str]) -> list[str]:
+        """The terms keyword search ranks by: those the index holds, without the common ones unless the
+        query has nothing rarer (then its two rarest)."""
+        total, df = self._frequencies(list(dict.fromkeys(terms)))
+        held = [(t, n) for t, n in df.items() if n > 0]
+        cap = max(self.COMMON_FLOOR, int(total * self.COMMON) + 1)
+        rare = [t for t, n in held if n < cap]
+        return rare or [t for t, _ in sorted(held, key=lambda x: x[1])[:2]]
+
     def keyword_search(
         self,
         terms: Sequence[str],
@@ -296,7 +342,8 @@ class Store(IndexStore):
         limit: int,
         source_ids: Sequence[int] | None = None,
     ) -> list[tuple[int, float]]:
-        """FTS5 with bm25 over the five fields (lower is better)."""
+        """FTS5 with bm25 over the five fields (lower is better), ranked by the query's rarer terms."""
+        terms = self.ranked_terms(terms) if terms else []
         if not terms:
             return []
         w = ", ".join(str(float(x)) for x in weights)
