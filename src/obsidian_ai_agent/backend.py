@@ -26,6 +26,7 @@ from .engine import Engine
 from .mcp import http as mcp_http
 from .security import keys
 from .security.errors import Refused
+from .vectors import one_blas_thread
 from .web import install_docs
 
 log = logging.getLogger("obsidian_ai_agent.api")
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        one_blas_thread()
         engine = Engine(s, embedder=embedder)
         app.state.engine = engine
         app.state.started = time.time()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
@@ -175,6 +177,14 @@ so a search takes the longer of the two, not their sum. Shared by every searcher
 size bounds the semantic sides in flight (the model takes one call at a time anyway)."""
 
 
+_SLOTS = threading.BoundedSemaphore(
+    4 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+)
+"""Searches running at once in this process; the rest wait their turn. Measured in one process on 2
+cores (vaultofknowledge, 8.5k chunks): 8 threads searching gave 130 searches/s, 32 threads 75, each
+search then costing 23 ms of CPU instead of 12.5 (the keyword sides of every thread on the cores at once)."""
+
+
 class Searcher:
     """Runs searches against one store with one embedder; cheap to call, safe from several threads."""
 
@@ -197,6 +207,19 @@ class Searcher:
         folder: str | None = None,
         tag: str | None = None,
         kind: str | None = None,
+    ) -> list[SearchResult]:
+        with _SLOTS:
+            return self._search(query, k, mode, folder=folder, tag=tag, kind=kind)
+
+    def _search(
+        self,
+        query: str,
+        k: int | None,
+        mode: str | None,
+        *,
+        folder: str | None,
+        tag: str | None,
+        kind: str | None,
     ) -> list[SearchResult]:
         mode = check_mode(mode or self.settings.default_mode)
         if kind is not None:
