@@ -6,16 +6,24 @@ Measures, against a real server on a loopback port (uvicorn, 4 worker processes)
   errors, p50/p99 latency and requests per second;
 - `/api/ask` answered from the cache (the same question again) against a first, uncached answer.
 
+Then (unless `--no-peer`), with our server stopped, the same `/api/search` load against the Chroma stack
+(`chroma_service.py`: chromadb's PersistentClient and the same model on torch behind FastAPI/uvicorn, the
+same number of workers), on a collection built from our index's own chunks and vectors: `peer_chroma`, and
+`ratios_ours_over_chroma` for p50, p99 and requests/s. Chroma's search is semantic only; ours is hybrid.
+
 Rate limits are switched off for the run (the point is the service's own capacity, not the limiter).
 The index is built once into `--data-dir` (default bench/.cache/http-vok) and reused.
 
-Usage: python bench/http_service.py [--workers 4] [--concurrency 100] [--rounds 5] [--quick] [--out F]
+Usage: python bench/http_service.py [--workers 4] [--concurrency 100] [--rounds 5] [--no-peer] [--quick]
+       [--out F]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -39,6 +47,7 @@ from common import (
 )
 
 CLI = [sys.executable, "-m", "obsidian_ai_agent.cli"]
+CHROMA_SERVICE = [sys.executable, str(Path(__file__).resolve().parent / "chroma_service.py")]
 
 
 def free_port() -> int:
@@ -85,11 +94,14 @@ def start_server(data: Path, workers: int, port: int) -> subprocess.Popen[bytes]
     )
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> float:
+def wait_ready(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 300, log_file: Path | None = None
+) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}")
+            tail = log_file.read_text(errors="replace")[-2000:] if log_file and log_file.is_file() else ""
+            raise SystemExit(f"the server exited with {proc.returncode}" + (f": {tail}" if tail else ""))
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:
                 return time.monotonic() - started
@@ -181,6 +193,78 @@ def ask_latency(url: str, key: str, question: str, n: int) -> dict[str, Any]:
     }
 
 
+def build_chroma(data: Path, chroma_dir: Path, fresh: bool) -> dict[str, Any]:
+    """The Chroma collection from our index's chunks and vectors, built (or reused) in its own process."""
+    cmd = [*CHROMA_SERVICE, "build", "--index", str(data / "index.sqlite"), "--chroma-dir", str(chroma_dir)]
+    run = subprocess.run(
+        [*cmd, *(["--fresh"] if fresh else [])], stdout=subprocess.PIPE, text=True, cwd=REPO_DIR
+    )
+    if run.returncode != 0:
+        raise SystemExit(f"building the Chroma collection failed ({run.returncode})")
+    info: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    return info
+
+
+def start_chroma(chroma_dir: Path, workers: int, port: int, log_file: Path) -> subprocess.Popen[bytes]:
+    with open(log_file, "wb") as out:
+        return subprocess.Popen(
+            [
+                *CHROMA_SERVICE,
+                "serve",
+                "--chroma-dir",
+                str(chroma_dir),
+                "--workers",
+                str(workers),
+                "--port",
+                str(port),
+            ],
+            cwd=REPO_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def chroma_peer(
+    data: Path, chroma_dir: Path, args: argparse.Namespace, queries: list[str], ours: dict[str, Any]
+) -> dict[str, Any]:
+    """The same search load against the Chroma stack (our server already stopped: one stack at a time)."""
+    collection = build_chroma(data, chroma_dir, args.fresh)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_file = chroma_dir / "service.log"
+    log(f"chroma: serving {chroma_dir} with {args.workers} workers ...")
+    proc = start_chroma(chroma_dir, args.workers, port, log_file)
+    try:
+        startup = wait_ready(url, proc, log_file=log_file)
+        log("chroma: search under load ...")
+        # the peer checks no key: the header is sent (as to ours) and ignored
+        search = asyncio.run(search_load(url, "unchecked", queries, args.concurrency, args.rounds))
+    finally:
+        stop_server(proc)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    return {
+        "peer_chroma": {
+            "what": "chromadb PersistentClient + all-MiniLM-L6-v2 (sentence-transformers, torch) behind"
+            " FastAPI/uvicorn, same workers; semantic only (ours is hybrid: keyword + semantic, fused)",
+            "chromadb": collection["chromadb"],
+            "workers": args.workers,
+            "collection": collection,
+            "chunks": collection["chunks"],
+            "startup_s": round(startup, 2),
+            "search_concurrent": search,
+        },
+        "ratios_ours_over_chroma": {
+            "search_p50": ratio(ours["p50_ms"], search["p50_ms"]),
+            "search_p99": ratio(ours["p99_ms"], search["p99_ms"]),
+            "search_requests_per_s": ratio(ours["requests_per_s"], search["requests_per_s"]),
+            "note": "latency below 1: we answer faster; requests/s above 1: we serve more",
+        },
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
@@ -190,9 +274,18 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=100)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--health", type=int, default=2000)
+    p.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also put the Chroma stack under the same search load (default: on)",
+    )
+    p.add_argument("--chroma-dir", type=Path, default=CACHE_DIR / "http-vok-chroma")
     args = p.parse_args()
     if args.quick:
         args.rounds, args.health = 2, 300
+    if args.peer and importlib.util.find_spec("chromadb") is None:
+        raise SystemExit("the Chroma peer needs chromadb: pip install -e '.[bench]', or pass --no-peer")
 
     data: Path = args.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -213,6 +306,7 @@ def main() -> None:
         ask = ask_latency(url, key, "How do I make a task recur every week?", 50)
     finally:
         stop_server(proc)
+    peer = chroma_peer(data, args.chroma_dir, args, queries, search) if args.peer else {}
     result = {
         "vault": str(args.vault),
         "workers": args.workers,
@@ -221,6 +315,7 @@ def main() -> None:
         "health": health,
         "search_concurrent": search,
         "ask": ask,
+        **peer,
         "goals": {
             "health_p99_ms": goal(health["p99_ms"], "<=", 10),
             "search_p99_ms_at_100": goal(search["p99_ms"], "<=", 1000),
