@@ -1,6 +1,6 @@
-"""The HTTP service under load: `serve` with its default workers (one per core) on the vaultofknowledge index.
+"""The HTTP service under load: `serve --workers 2` (one per core here) on the vaultofknowledge index.
 
-Measures, against a real server on a loopback port (uvicorn, one worker process per core):
+Measures, against a real server on a loopback port (uvicorn, `--workers` processes):
 - `/health` latency over keep-alive (sequential requests);
 - `/api/search` with 100 requests in flight at once (several rounds, a different query each request):
   errors, p50/p99 latency and requests per second;
@@ -270,7 +270,7 @@ def main() -> None:
     add_common_args(p)
     p.add_argument("--data-dir", type=Path, default=CACHE_DIR / "http-vok")
     p.add_argument("--vault", type=Path, default=VAULT_OF_KNOWLEDGE)
-    p.add_argument("--workers", type=int, default=None, help="default: the service's own (one per core)")
+    p.add_argument("--workers", type=int, default=2, help="one per core: two on this machine")
     p.add_argument("--concurrency", type=int, default=100)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--health", type=int, default=2000)
@@ -293,10 +293,6 @@ def main() -> None:
     index = ensure_index(data, args.vault)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    if args.workers is None:
-        from obsidian_ai_agent.config import default_workers
-
-        args.workers = default_workers()  # what `serve` chooses; the peer gets as many
     proc = start_server(data, args.workers, port)
     try:
         startup = wait_ready(url, proc)

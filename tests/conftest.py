@@ -41,8 +41,6 @@ def _isolated_env(
             monkeypatch.delenv(key)
     monkeypatch.setenv("OAA_DATA_DIR", str(tmp_path_factory.mktemp("data")))
     monkeypatch.setenv("OAA_MODEL_CACHE", str(model_cache))
-    # One worker per test server unless a test asks for more (the default is one per core).
-    monkeypatch.setenv("OAA_SERVER__WORKERS", "1")
     # The monitor samples and runs every component check in the background; only the tests of the
     # monitor (and of what it feeds) turn it on, so no other test shares the cores with it.
     monkeypatch.setenv("OAA_MONITOR__ENABLED", "false")

@@ -84,15 +84,3 @@ def test_secrets_are_redacted_in_the_effective_view(monkeypatch: pytest.MonkeyPa
     shown = s.redacted()
     assert shown["embedding"]["api_key"] == REDACTED
     assert "sk-very-secret-value" not in repr(shown) and "sk-very-secret-value" not in repr(s)
-
-
-def test_the_service_runs_one_worker_per_usable_core_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    from obsidian_ai_agent.config import ServerSettings, default_workers
-
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
-    assert default_workers() == 3 and ServerSettings().worker_count == 3
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(32)), raising=False)
-    assert ServerSettings().worker_count == 4  # each worker holds the model and the matrix
-    assert ServerSettings(workers=1).worker_count == 1

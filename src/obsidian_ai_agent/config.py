@@ -33,10 +33,10 @@ class ConfigError(Exception):
     """A setting that cannot be used; the message names the field, where it came from and what is allowed."""
 
 
-def default_workers() -> int:
-    """One worker per usable core, at most 4 (each holds the model and the vector matrix)."""
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores))
+    return max(1, cores)
 
 
 def default_data_dir() -> Path:
@@ -333,15 +333,10 @@ class RateLimitSettings(_Section):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    workers: int | None = Field(default=None, ge=1, le=64)
-    """Worker processes; default one per core this process may use, at most 4, each with one model
-    thread (`embedding.threads`). Measured on 2 cores, 100 searches in flight on vaultofknowledge: one
-    worker served 32.5 searches/s (p99 3.8 s), two 38.4 (p99 3.0 s)."""
-
-    @property
-    def worker_count(self) -> int:
-        """`workers`, or the default for this machine's cores."""
-        return self.workers or default_workers()
+    workers: int = Field(default=1, ge=1, le=64)
+    """Worker processes, each with one model thread (`embedding.threads`). Measured on 2 cores, 100
+    searches in flight on vaultofknowledge: one worker served 32.5 searches/s (p99 3.8 s), two 38.4 (p99
+    3.0 s): give one per core (`deploy/.env.production` has two)."""
 
     cors_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_CORS))
     trusted_proxies: list[str] = Field(default_factory=list)

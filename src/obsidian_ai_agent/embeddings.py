@@ -318,9 +318,7 @@ class LocalEmbedder(Embedder):
         )
         return encoder
 
-    def _encode_onnx(
-        self, encoder: OnnxEncoder, texts: list[str], max_tokens: int | None = None
-    ) -> np.ndarray:
+    def _encode_onnx(self, encoder: OnnxEncoder, texts: list[str]) -> np.ndarray:
         """Small calls through the gate, like torch's (one model call at a time, queries first)."""
         with self.gate(len(texts)):
             return encoder.encode(texts)

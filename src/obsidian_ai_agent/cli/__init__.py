@@ -221,12 +221,12 @@ def serve(
 
     setup_logging(s)  # the supervisor's own lines (a worker that died) go to the same log
     scheme = "https" if s.server.ssl_certfile else "http"
-    err.print(f"serving on {scheme}://{s.server.host}:{s.server.port} with {s.server.worker_count} worker(s)")
+    err.print(f"serving on {scheme}://{s.server.host}:{s.server.port} with {s.server.workers} worker(s)")
     uvicorn.run(
         "obsidian_ai_agent.backend:app",
         host=s.server.host,
         port=s.server.port,
-        workers=s.server.worker_count,
+        workers=s.server.workers,
         ssl_certfile=str(s.server.ssl_certfile) if s.server.ssl_certfile else None,
         ssl_keyfile=str(s.server.ssl_keyfile) if s.server.ssl_keyfile else None,
         log_config=None,  # our JSON logging (observability) is set up by the app
