@@ -8,7 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from obsidian_ai_agent.extract import MAX_WORDS, units_of, with_next
+from obsidian_ai_agent.extract import (
+    MAX_EMBEDDED,
+    MAX_WORDS,
+    Unit,
+    UnitVectors,
+    _prefilter,
+    _score,
+    focus_of,
+    is_howto,
+    select,
+    units_of,
+    with_next,
+)
 
 from .conftest import CORPORA
 
@@ -94,3 +106,55 @@ def test_the_text_after_a_chunk_is_added_once_and_marked_extra() -> None:
 
 def test_the_word_budget_leaves_room_for_the_source_lines() -> None:
     assert MAX_WORDS <= 130
+
+
+def test_a_paragraph_that_is_only_a_link_is_navigation_not_a_unit() -> None:
+    text = "# Smoke\n\n*[[#Remaining tests|Jump to the tests...]]*\n\n<https://example.org/x>\n\nA real line."
+    assert [u.text for u in units_of(text, [], 1)] == ["A real line."]
+
+
+def test_the_last_question_of_several_sentences_is_what_is_asked() -> None:
+    q = "After upgrading to Tasks 8 my queries stopped running. How do I turn them back on?"
+    assert focus_of(q) == "How do I turn them back on?"
+    assert focus_of("How do I turn them back on?") is None
+    assert not is_howto(q) and is_howto(focus_of(q) or "")
+
+
+def test_every_source_gets_its_likeliest_units_read_when_there_are_too_many() -> None:
+    first = [(1, Unit(f"Recurring tasks repeat, example {i}.", "sentence", ["H"], i, i)) for i in range(40)]
+    late = [(6, Unit(f"Open the sandbox vault, step {i}.", "sentence", ["Before"], i, i)) for i in range(5)]
+    kept = _prefilter(first + late, ["recur", "tasks"])
+    assert len(kept) == MAX_EMBEDDED
+    assert sum(1 for src, _ in kept if src == 6) == 3  # words shared with the question: none
+
+
+def test_the_sentences_beside_a_chosen_one_come_with_it_and_pointers_rank_last(embedder) -> None:  # type: ignore[no-untyped-def]
+    text = (
+        "# On Completion\n\n## Nested tasks\n\n"
+        "When a task with sub-items is deleted on completion, the lines under it move up. "
+        "Those lines are now indented, which means they now form a code block, not a list! "
+        "Tasks does not yet warn you about this.\n\nSee also Recurring Tasks.\n\n"
+        "## Other\n\nThe toolbar can be hidden in the settings."
+    )
+    units = units_of(text, [], 1)
+    vectors = UnitVectors(embedder.embed)
+    q = "Why do the indented lines under my completed task look like a code block?"
+    picked = select(q, embedder.embed_query(q), [(1, u) for u in units], vectors)
+    shown = [u.text for _, _, group in picked.groups for u in group]
+    assert any("form a code block" in t for t in shown)
+    assert any(t.startswith("When a task with sub-items is deleted") for t in shown)  # the one before
+    assert not any("toolbar" in t for t in shown)  # another section is not a neighbour
+    ranked = [s.unit.text for s in _score(q, embedder.embed_query(q), [(1, u) for u in units], vectors)]
+    assert ranked.index("See also Recurring Tasks.") > ranked.index("Tasks does not yet warn you about this.")
+
+
+def test_a_unit_holding_a_name_of_the_question_written_like_code_ranks_with_the_best(embedder) -> None:  # type: ignore[no-untyped-def]
+    note = next((CORPORA / "vaultofknowledge").rglob("Local AI Requirements.md"))
+    units = [(1, u) for u in units_of(note.read_text("utf-8"), [], 1)]
+    q = "How many bits per weight does the q4_k_m quantization work out to?"
+    qvec, vectors = embedder.embed_query(q), UnitVectors(embedder.embed)
+    scored = _score(q, qvec, units, vectors)
+    window = next(s for s in scored if '"q4_k_m": 4.8' in s.unit.text)
+    assert scored[0].score - window.score < 0.1  # the code window is no longer far behind a bare heading
+    picked = select(q, qvec, units, vectors)
+    assert '"q4_k_m": 4.8' in "\n".join(u.display() for _, _, group in picked.groups for u in group)

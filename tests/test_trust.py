@@ -103,6 +103,13 @@ def test_the_file_naming_answer_shows_the_pattern_its_sentence_introduces(demo: 
     assert "please name the file like this: `[issue number] - [brief summary]`" in answer.text
 
 
+def test_a_chunk_that_is_little_more_than_a_title_is_read_on_into_its_section(demo: Engine) -> None:
+    # The note's first chunk is its title and a "Jump to the tests" link; the definition is in the next.
+    answer = Answerer(demo.searcher, LLMSettings()).ask("What is a smoke test?")
+    assert "preliminary testing" in answer.text
+    assert "Jump to the tests" not in answer.text
+
+
 DEMO_QUESTIONS = [
     "How often do I need to take out the trash?",
     "What Python script creates the files for stress testing?",

@@ -24,7 +24,17 @@ import numpy as np
 from .cache import Cache, cache_key
 from .config import AnswerSettings, LLMSettings
 from .embeddings import SHORT_TOKENS
-from .extract import MAX_WORDS, Unit, UnitVectors, answer_words, render, select, units_of, with_next
+from .extract import (
+    MAX_WORDS,
+    SMALL_CHUNK_WORDS,
+    Unit,
+    UnitVectors,
+    answer_words,
+    render,
+    select,
+    units_of,
+    with_next,
+)
 from .grounding import Repetition, Sentence, bounded, check, mark
 from .llm import LLM, LLMError, Message, get_llm
 from .relevance import Relevance, unknown_words
@@ -35,7 +45,7 @@ from .store import conversations as convo
 log = logging.getLogger("obsidian_ai_agent.answer")
 
 PROMPT_VERSION = "1"
-EXTRACT_VERSION = "3"
+EXTRACT_VERSION = "4"
 """Bumped when extracts are built differently, so cached answers of the old kind are not served."""
 
 SYSTEM_PROMPT = (
@@ -472,12 +482,17 @@ class Answerer:
             if nxt is not None:
                 text, extra_from = with_next(row.text, row.end_line, nxt.text, nxt.start_line)
             units = units_of(text, row.heading_path, row.start_line, extra_from)
+            if sum(u.words for u in units if not u.extra) < SMALL_CHUNK_WORDS:
+                # A chunk that is little more than a title: the section after it is what it is about.
+                units = [replace(u, extra=False) for u in units]
             candidates += [(s.n, u) for u in units[:120]]
-        picked = select(base["question"], qvec, candidates, self.unit_vectors)
         titles = {s.n: s.title for s in sources}
-        over = answer_words(render(picked.groups, titles)) - MAX_ANSWER_WORDS
-        if over > 0:  # the lines naming the sources count too: quote less
-            picked = select(base["question"], qvec, candidates, self.unit_vectors, max_words=MAX_WORDS - over)
+        budget = MAX_WORDS
+        picked = select(base["question"], qvec, candidates, self.unit_vectors, max_words=budget)
+        # The lines naming the sources count too: quote less until the whole answer fits.
+        while (over := answer_words(render(picked.groups, titles)) - MAX_ANSWER_WORDS) > 0 and budget > 20:
+            budget -= over
+            picked = select(base["question"], qvec, candidates, self.unit_vectors, max_words=budget)
         if not picked.groups:
             return Answer(text=EXTRACT_HEADER, mode="extractive", citations=[], sources=sources, **base)
         by_n = {s.n: s for s in sources}

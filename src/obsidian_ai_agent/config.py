@@ -187,9 +187,9 @@ class LLMSettings(_Section):
     """When the model fails at answer time: answer extractively with a notice, or report the error."""
     sources: int = Field(default=6, ge=1, le=50)
     """How many retrieved chunks are given to the model as numbered sources."""
-    min_similarity: float = Field(default=0.40, ge=-1, le=1)
-    """Below this cosine similarity between the question and its best retrieved chunk the notes are taken
-    not to cover the question, and no model is called (calibration: answer.py's docstring)."""
+    min_similarity: float = Field(default=0.35, ge=-1, le=1)
+    """Below this cosine similarity between the question and its nearest chunk the notes are taken not to
+    cover the question, and no model is called (calibration: relevance.py's docstring)."""
     min_similarity_unknown_words: float = Field(default=0.51, ge=-1, le=1)
     """The similarity needed when some of the question's words appear nowhere in the notes."""
     min_sentence_similarity_unknown_words: float = Field(default=0.60, ge=-1, le=1)

@@ -6,10 +6,13 @@ reader of the rendered note never sees is left out: frontmatter, HTML and Obsidi
 code, embeds and images, block ids, heading lines and bare fences. Each unit keeps the most specific
 heading above it and its line, so its citation opens the right section.
 
-Units are scored by meaning (cosine to the question, all-MiniLM-L6-v2), by the question's words (stem
-prefixes, weighted by how rare they are among the candidates) and by the heading they sit under. The best
-few are kept within a word budget, grouped by source, sources in order of their best unit and units in the
-order of the note, so the answer reads as the note does.
+Units are scored by meaning (cosine to the question, all-MiniLM-L6-v2, each unit embedded with its
+heading) and by the question's words (stem prefixes, weighted by how rare they are among the candidates).
+The best few are kept within a word budget, and the sentences beside the best ones in their section come
+with them while words are left (the sentence before often says what the chosen one is about). They are
+grouped by source, sources in order of their best unit and units in the order of the note, so the answer
+reads as the note does. Links alone on a line (navigation) are no units; "See also" sentences rank low;
+a retrieved chunk that is only a title and a line is read on into the section after it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,23 @@ MAX_WORDS = 120
 MAX_UNITS = 6
 MAX_EMBEDDED = 24
 """Units embedded per question: embedding is what an extract costs (~5 ms a unit on one core here)."""
+PER_SOURCE = 3
+"""Of those, the likeliest few of every source, so a source that ranked low is still read."""
+W_SIM, W_LEX, W_RANK = 0.6, 0.35, 0.025
+"""Weights of a unit's score: its cosine to the question (a unit is embedded with its heading), its share
+of the question's words, and the penalty per place of its source in the ranking. Measured over the three
+question sets of `eval/` (71 answerable questions, three vaults): a heading's own cosine as a fourth
+term, as before, found fewer answers (43 against 46)."""
+GAP, OTHER_SOURCE_GAP = 0.18, 0.08
+"""How far below the best unit a unit may score and still be shown; and a unit of a source not shown yet."""
+NEIGHBOURS = 3
+"""The best chosen units whose neighbours in their section come with them while words are left."""
+POINTER_PENALTY = 0.1
+"""Taken off a sentence that only sends the reader elsewhere ("See also ...")."""
+IDENTIFIER_BONUS = 0.1
+"""Added to a unit holding a name of the question written like code."""
+SMALL_CHUNK_WORDS = 40
+"""A retrieved chunk with fewer words than this (a title and a line) is read on into the next chunk."""
 _EMBED_WORDS = 48  # a unit is embedded by its first words: padding to one long unit slows the whole batch
 _CODE_WINDOW = 4  # lines of a long code block shown together
 _SHORT_CODE = 8  # a block of at most this many lines is one unit
@@ -40,7 +60,7 @@ _OBS_COMMENT = re.compile(r"%%.*?(?:%%|\Z)", re.S)
 _TEMPLATER = re.compile(r"<%.*?(?:%>|\Z)", re.S)
 _EMBED = re.compile(r"!\[\[[^\]\n]*\]\]|!\[[^\]\n]*\]\([^)\n]*\)")
 _WIKILINK = re.compile(r"\[\[([^\]|\n]*?)(?:\|([^\]\n]*))?\]\]")
-_MDLINK = re.compile(r"(?<!!)\[([^\]\n]+)\]\((?:[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_MDLINK = re.compile(r"(?<!!)\[([^\]\n]+)\]\((?:[^()\s]|\([^()\s]*\))+(?:\s+\"[^\"]*\")?\)")
 _BLOCK_ID = re.compile(r"\s\^[A-Za-z0-9-]+\s*$")
 _HTML_TAG = re.compile(
     r"</?(?:span|div|br|p|sup|sub|mark|font|a|img|details|summary|kbd|u|center)\b[^>]*>", re.I
@@ -53,6 +73,11 @@ _HOWTO = re.compile(
     re.I,
 )
 _WORD = re.compile(r"\w+")
+_IDENTIFIER = re.compile(r"\b(?:\w*[0-9_]\w*[A-Za-z]\w*|\w*[A-Za-z]\w*[0-9_]\w*|[A-Z]{4,}|[a-z]+[A-Z]\w*)\b")
+# A paragraph that is only a link ("*[[#Tests|Jump to the tests...]]*") is navigation, not an answer.
+_LINK_ONLY = re.compile(r"[\s*_]*(?:\[\[[^\]\n]*\]\]|\[[^\]\n]*\]\([^)\n]*\)|<https?://[^>\s]*>)[\s*_.]*")
+# A sentence that sends the reader elsewhere says little itself.
+_POINTER = re.compile(r"^(?:see(?: also)?|for (?:more|details)[^,:]*,? see|back to|jump to|related:)\b", re.I)
 # Code that only a plugin runs: never shown as an answer.
 _SKIP_LANGS = {"mermaid", "dataviewjs", "js", "javascript", "ts", "typescript", "css", "json", "yaml", "yml"}
 
@@ -273,6 +298,8 @@ def units_of(
                     if item and not _is_noise(item):
                         add(Unit(item[:500], "item", here(), line, 0, intro=lead))
                 continue
+            if _LINK_ONLY.fullmatch(content):
+                continue
             # A paragraph after "... like this:" is what that sentence introduces (a pattern, an example).
             lead = intro()
             for n, s in enumerate(_SENTENCE.split(clean_inline(content))):
@@ -360,43 +387,75 @@ def is_howto(question: str) -> bool:
     return bool(_HOWTO.search(question)) or "`" in question
 
 
+def focus_of(question: str) -> str | None:
+    """What a question of several sentences asks: its last question (`After upgrading ... stopped
+    running. How do I turn them back on?`); None for a question of one sentence."""
+    parts = [p.strip() for p in re.split(r"(?<=[.?!])\s+", question.strip()) if p.strip()]
+    if len(parts) < 2:
+        return None
+    asks = [p for p in parts if p.endswith("?")]
+    return (asks or parts)[-1]
+
+
+def _prefilter(candidates: list[tuple[int, Unit]], stems: list[str]) -> list[tuple[int, Unit]]:
+    """The likeliest units, by shared words and the rank of their source, when there are too many to
+    embed: the best `PER_SOURCE` of every source first, then the best of the rest."""
+    if len(candidates) <= MAX_EMBEDDED:
+        return candidates
+
+    def cheap(c: tuple[int, Unit]) -> float:
+        low = c[1].embed_text.lower()
+        head = " ".join(c[1].heading_path[-2:]).lower()
+        shared = sum(1 for s in stems if s in low) + 0.5 * sum(1 for s in stems if s in head)
+        return shared / (len(stems) or 1) - 0.04 * c[0] - 0.002 * c[1].order
+
+    ranked = sorted(range(len(candidates)), key=lambda i: cheap(candidates[i]), reverse=True)
+    taken: list[int] = []
+    per: dict[int, int] = {}
+    for i in ranked:
+        src = candidates[i][0]
+        if per.get(src, 0) < PER_SOURCE:
+            per[src] = per.get(src, 0) + 1
+            taken.append(i)
+    chosen = set(taken[:MAX_EMBEDDED])
+    for i in ranked:
+        if len(chosen) >= MAX_EMBEDDED:
+            break
+        chosen.add(i)
+    return [candidates[i] for i in sorted(chosen, key=ranked.index)]
+
+
 def _score(
     question: str, qvec: np.ndarray, candidates: list[tuple[int, Unit]], vectors: UnitVectors
 ) -> list[Scored]:
     terms = [t for t in query_terms(question) if len(t) > 1]
     stems = [_stem(t) for t in terms]
-    if len(candidates) > MAX_EMBEDDED:
-        # Embedding is the cost of an extract: only the likeliest units are embedded, by shared words and
-        # the rank of their source.
-        def cheap(c: tuple[int, Unit]) -> float:
-            low = c[1].embed_text.lower()
-            head = " ".join(c[1].heading_path[-2:]).lower()
-            shared = sum(1 for s in stems if s in low) + 0.5 * sum(1 for s in stems if s in head)
-            return shared / (len(stems) or 1) - 0.04 * c[0] - 0.002 * c[1].order
-
-        candidates = sorted(candidates, key=cheap, reverse=True)[:MAX_EMBEDDED]
+    # Embedding is the cost of an extract: only the likeliest units are embedded.
+    candidates = _prefilter(candidates, stems)
     lows = [u.embed_text.lower() for _, u in candidates]
     # A term found in few candidates says more than one found in all of them.
     n = len(candidates)
     idf = [math.log(1 + n / (1 + sum(1 for low in lows if s in low))) for s in stems]
     total_idf = sum(idf) or 1.0
-    headings = sorted({" › ".join(u.heading_path[-2:]) for _, u in candidates} - {""})
-    # One model call for the units and their headings: each call waits its turn under load.
-    all_sims = vectors.get([u.embed_text for _, u in candidates] + headings) @ qvec
-    sims = all_sims[: len(candidates)]
-    hsims = dict(zip(headings, all_sims[len(candidates) :], strict=True))
-    howto = is_howto(question)
+    sims = vectors.get([u.embed_text for _, u in candidates]) @ qvec
+    # "After upgrading, my queries stopped. How do I turn them back on?" asks how, in its last sentence.
+    howto = is_howto(question) or is_howto(focus_of(question) or "")
+    # A name written like code (`q4_k_m`, `SIGWINCH`, `TQ_short_mode`) is the surest sign of the place.
+    names = {m.lower() for m in _IDENTIFIER.findall(question)}
     scored: list[Scored] = []
     for (src, u), low, sim in zip(candidates, lows, sims, strict=True):
         lex = sum(w for s, w in zip(stems, idf, strict=True) if s in low) / total_idf
-        hsim = float(hsims.get(" › ".join(u.heading_path[-2:]), 0.0))
-        score = 0.6 * float(sim) + 0.35 * lex + 0.15 * hsim - 0.025 * (src - 1)
+        score = W_SIM * float(sim) + W_LEX * lex - W_RANK * (src - 1)
+        if names and any(n in low for n in names):
+            score += IDENTIFIER_BONUS
         if u.kind == "code":
             score += 0.06 if howto else -0.04
         elif howto and "`" in u.text:
             score += 0.05
         if u.words > 60:
             score -= 0.03
+        if _POINTER.match(u.text):
+            score -= POINTER_PENALTY
         scored.append(Scored(u, src, score, float(sim)))
     scored.sort(key=lambda s: -s.score)
     return scored
@@ -430,25 +489,40 @@ def select(
         picked.append(s)
         shown.append(t)
         words += s.unit.words
-        # A sentence that introduces a list or an example, or an item with sub-items, brings them along.
+        bring(s.unit, s, budget)
+        return True
+
+    def bring(parent: Unit, s: Scored, budget: int) -> None:
+        # A sentence that introduces a list or an example, or an item with sub-items, brings them along,
+        # and a sub-item its own sub-items.
+        nonlocal words
         for src, u in candidates:
             fits = words + u.words <= budget and u.display() not in shown
-            if src == s.source and u.intro == s.unit.text and fits:
+            if src == s.source and u.intro == parent.text and fits:
                 picked.append(Scored(u, src, s.score, s.similarity))
                 shown.append(u.display())
                 words += u.words
-        return True
+                if u.kind == "item":
+                    bring(u, s, budget)
 
     for s in scored:
-        if len(picked) >= max_units or (picked and s.score < best - 0.12):
+        if len(picked) >= max_units or (picked and s.score < best - GAP):
             break
         take(s, max_words)
     # A question over several notes: the best unit of each other source close to the best one.
     for s in scored:
-        if s.score < best - 0.08:
+        if s.score < best - OTHER_SOURCE_GAP:
             break
         if s.source not in {p.source for p in picked}:
             take(s, max_words)
+    # What is left of the budget goes to the units beside the best chosen ones, in their section: the
+    # sentence before a chosen one often says what it is about, the one after how it goes on.
+    beside = {(src, u.order): u for src, u in candidates if not u.extra}
+    for s in sorted(picked, key=lambda p: -p.score)[:NEIGHBOURS]:
+        for step in (-1, 1):
+            near = beside.get((s.source, s.unit.order + step))
+            if near is not None and near.heading_path == s.unit.heading_path and near.kind != "code":
+                take(Scored(near, s.source, s.score, s.similarity), max_words)
     order: list[int] = []
     by_source: dict[int, list[Scored]] = {}
     for s in picked:
