@@ -81,6 +81,8 @@ export interface JobAccepted {
   result: Record<string, unknown> | null;
   error: string | null;
   path: string;
+  /** Set when the server moved the note here from this path (`movedFrom`); a server without moves omits it. */
+  moved_from?: string | null;
 }
 
 export interface Status {
@@ -231,10 +233,15 @@ export class ApiClient {
     return this.request("GET", "/api/notes/manifest");
   }
 
-  /** `wait`: the server answers once the note is indexed (its job's result then says what was embedded). */
-  putNote(path: string, content: string, options: { wait?: boolean } = {}): Promise<JobAccepted> {
-    const query = options.wait ? "?wait=true" : "";
-    return this.request("PUT", `/api/notes/${notePath(path)}${query}`, content, "text/markdown; charset=utf-8");
+  /** `wait`: the server answers once the note is indexed (its job's result then says what was embedded).
+   * `movedFrom`: the note was renamed from there; the server moves it, keeping its vectors (404 when the
+   * server holds nothing at that path). */
+  putNote(path: string, content: string, options: { wait?: boolean; movedFrom?: string } = {}): Promise<JobAccepted> {
+    const query = new URLSearchParams();
+    if (options.wait) query.set("wait", "true");
+    if (options.movedFrom !== undefined) query.set("moved_from", options.movedFrom);
+    const q = query.toString();
+    return this.request("PUT", `/api/notes/${notePath(path)}${q ? `?${q}` : ""}`, content, "text/markdown; charset=utf-8");
   }
 
   async deleteNote(path: string): Promise<void> {

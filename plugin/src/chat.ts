@@ -1,6 +1,12 @@
-import { ItemView, MarkdownRenderer, Notice, WorkspaceLeaf } from "obsidian";
+import { ItemView, MarkdownRenderer, MarkdownView, Notice, WorkspaceLeaf } from "obsidian";
 import type { Answer, ApiClient, Citation } from "./api";
-import { citationTarget } from "./citations";
+import { answerMarkdown, citationLabel, openAllCitations, openCitation } from "./citations";
+
+/** What an answer cites: its citations, or for a declined one the closest notes found. */
+function citedBy(answer: Answer): { cited: Citation[]; heading: string } {
+  if (answer.citations.length) return { cited: answer.citations, heading: "Sources:" };
+  return answer.declined ? { cited: answer.sources, heading: "Closest notes:" } : { cited: [], heading: "" };
+}
 
 export const CHAT_VIEW = "obsidian-ai-agent-chat";
 
@@ -84,20 +90,25 @@ export class ChatView extends ItemView {
     if (answer.declined) out.addClass("oaa-declined");
     await MarkdownRenderer.render(this.app, answer.text, body, "", this);
     if (answer.notice) out.createDiv({ cls: "oaa-citations", text: answer.notice });
-    const cited = answer.citations.length ? answer.citations : answer.declined ? answer.sources : [];
+    const { cited, heading } = citedBy(answer);
     if (cited.length) {
       const list = out.createDiv({ cls: "oaa-citations" });
-      list.createSpan({ text: answer.declined ? "Closest notes:" : "Sources:" });
+      list.createSpan({ text: heading });
       for (const c of cited) this.citationLink(list, c);
     }
     const actions = out.createDiv({ cls: "oaa-actions" });
     const copy = actions.createEl("button", { text: "Copy" });
     copy.onclick = () => void navigator.clipboard.writeText(answer.text);
+    const insert = actions.createEl("button", { text: "Insert at cursor", attr: { "aria-label": "Insert the answer, with links to its sources, into the note at the cursor" } });
+    insert.onclick = () => void this.insertAtCursor(answer);
+    if (cited.length) {
+      const open = actions.createEl("button", { text: "Open all sources", attr: { "aria-label": "Open every cited note at its heading, each in a tab" } });
+      open.onclick = () => void this.openAllSources(answer);
+    }
   }
 
   private citationLink(parent: HTMLElement, c: Citation): void {
-    const where = c.kind === "pdf" && c.page ? `p. ${c.page}` : c.heading_path.join(" › ");
-    const a = parent.createEl("a", { text: `[${c.n}] ${c.title}${where ? ` — ${where}` : ""}`, href: "#" });
+    const a = parent.createEl("a", { text: citationLabel(c), href: "#" });
     a.onclick = (e: MouseEvent) => {
       e.preventDefault();
       void this.openCitation(c);
@@ -105,6 +116,38 @@ export class ChatView extends ItemView {
   }
 
   openCitation(c: Citation): Promise<void> {
-    return this.app.workspace.openLinkText(citationTarget(c), "");
+    return openCitation(this.app.workspace, c);
+  }
+
+  /** Every cited note at its heading (or PDF at its page), each in a tab of its own. */
+  openAllSources(answer: Answer): Promise<number> {
+    return openAllCitations(this.app.workspace, citedBy(answer).cited);
+  }
+
+  /** The note editor an answer goes into. Clicking the pane's button makes the pane the active leaf, so
+   * the editor is the active view's, else the one of the main area's most recent leaf. */
+  private noteEditor(): MarkdownView | null {
+    const { workspace } = this.app;
+    const active = workspace.getActiveViewOfType(MarkdownView);
+    if (active) return active;
+    const recent = workspace.getMostRecentLeaf()?.view;
+    return recent instanceof MarkdownView ? recent : null;
+  }
+
+  /** The answer's Markdown, its sources as links to the notes, into the note at the cursor (replacing a
+   * selection, as a paste does); false, with a notice, when no note is open in an editor. */
+  insertAtCursor(answer: Answer): boolean {
+    const view = this.noteEditor();
+    if (!view) {
+      new Notice("AI Agent: open a note to insert the answer into, put the cursor where it goes, then insert it again.");
+      return false;
+    }
+    const { cited, heading } = citedBy(answer);
+    const editor = view.editor;
+    // Mid-line, the answer starts a paragraph of its own.
+    const lead = editor.getCursor("from").ch > 0 ? "\n\n" : "";
+    editor.replaceSelection(lead + answerMarkdown(this.app, answer.text, cited, view.file?.path ?? "", heading));
+    new Notice(`AI Agent: the answer was inserted into ${view.file?.basename ?? "the note"}.`);
+    return true;
   }
 }

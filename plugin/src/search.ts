@@ -1,6 +1,6 @@
 import { App, Notice, SuggestModal } from "obsidian";
 import type { ApiClient, SearchOptions, SearchResult } from "./api";
-import { citationTarget } from "./citations";
+import { openCitation } from "./citations";
 
 const DEBOUNCE_MS = 250;
 
@@ -80,6 +80,6 @@ export class SearchModal extends SuggestModal<SearchResult> {
 
   onChooseSuggestion(r: SearchResult, evt: MouseEvent | KeyboardEvent): void {
     // Ctrl/Cmd opens it in a new pane.
-    void this.app.workspace.openLinkText(citationTarget(r), "", evt.ctrlKey || evt.metaKey);
+    void openCitation(this.app.workspace, r, evt.ctrlKey || evt.metaKey);
   }
 }

@@ -2,11 +2,15 @@
  *
  * The queue of pending pushes is saved after every batch, so a restart resumes where it stopped.
  *
- * A rename is a move: the server has no move route, so the new path is PUT first and waited for
- * (`?wait=true`: indexed before the answer), while the server still holds the old path, and only then is
- * the old path DELETEd. The server's indexer looks a chunk's vector up by the hash of the text it embeds,
- * across every note, so a note moved to another folder (its title, the file name, unchanged) keeps all
- * its vectors. A DELETE first would drop them before the PUT is indexed. */
+ * A rename is a move: `PUT /api/notes/<new path>?moved_from=<old path>`. The server moves the file and
+ * indexes it as a move in one job, so the note keeps its vectors even when its file name, its title and
+ * part of every chunk's embedded text, changed (a PUT of the new path and a DELETE of the old one would
+ * embed the renamed note again), and the old path is gone once it answers. A 404 means the server holds
+ * nothing at the old path (a retried move that went through, a note it never had): the note is then put
+ * plainly. A server that does not move (no `moved_from` in its answer) wrote the new path beside the old
+ * one, which is then DELETEd. */
+
+import { ApiError, type JobAccepted } from "./api";
 
 /** `move:<old path>`: the note at the key's path was renamed from there. */
 export type Op = "put" | "delete" | `move:${string}`;
@@ -25,8 +29,9 @@ export interface SyncVault {
 
 export interface SyncServer {
   manifest(): Promise<Record<string, string>>;
-  /** `wait`: answer once the note is indexed (a move's new path, before its old path goes). */
-  putNote(path: string, content: string, options?: { wait?: boolean }): Promise<unknown>;
+  /** `wait`: answer once the note is indexed. `movedFrom`: the server moves the note from there (an
+   * `ApiError` 404 when it holds nothing there), and says so in the answer's `moved_from`. */
+  putNote(path: string, content: string, options?: { wait?: boolean; movedFrom?: string }): Promise<Partial<JobAccepted> | null | void>;
   deleteNote(path: string): Promise<void>;
 }
 
@@ -222,10 +227,19 @@ export class VaultSync {
       await this.server.putNote(path, content);
       return;
     }
-    // The new path indexed first, while the server still has the old one (its vectors are found by the
-    // chunks' hashes), then the old path goes, unless a note is back at it. A retry repeats both: the
-    // server takes unchanged bytes as a no-op and a missing note's DELETE as done.
-    await this.server.putNote(path, content, { wait: true });
+    // Waited for: the indexer takes it as a move only while no file is at the old path, and a note put
+    // there next brings one back.
+    let answer;
+    try {
+      answer = await this.server.putNote(path, content, { wait: true, movedFrom: from });
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 404)) throw e;
+      // Nothing at the old path: a retry of a move that went through (unchanged bytes are a no-op).
+      await this.server.putNote(path, content, { wait: true });
+      return;
+    }
+    if (answer?.moved_from === from) return;
+    // A server without moves wrote the new path only: the old one goes, unless a note is back at it.
     if (!this.file(from) && this.pending.get(from) !== "put") await this.server.deleteNote(from);
   }
 

@@ -135,8 +135,15 @@ export class Vault extends Events {
 }
 
 export class Workspace extends Events {
+  constructor(readonly app: App) {
+    super();
+  }
   opened: { linktext: string; sourcePath: string; newLeaf: unknown }[] = [];
+  /** The focused leaf (a sidebar's too, once it is clicked in). */
+  activeLeaf: WorkspaceLeaf | null = null;
   private ready: (() => unknown)[] = [];
+  /** Leaves of the main area (from `getLeaf`), the most recently active last. */
+  private rootLeaves: WorkspaceLeaf[] = [];
   onLayoutReady(cb: () => unknown): void {
     this.ready.push(cb);
   }
@@ -148,6 +155,25 @@ export class Workspace extends Events {
   }
   getActiveFile(): TFile | null {
     return null;
+  }
+  /** A new leaf in the main area (a tab). */
+  getLeaf(): WorkspaceLeaf {
+    const leaf = new WorkspaceLeaf(this.app);
+    this.rootLeaves.push(leaf);
+    return leaf;
+  }
+  setActiveLeaf(leaf: WorkspaceLeaf): void {
+    this.activeLeaf = leaf;
+    const i = this.rootLeaves.indexOf(leaf);
+    if (i >= 0) this.rootLeaves.push(...this.rootLeaves.splice(i, 1));
+  }
+  getActiveViewOfType<T>(type: abstract new (...args: any[]) => T): T | null {
+    const view = this.activeLeaf?.view;
+    return view instanceof type ? view : null;
+  }
+  /** The main area's most recently active leaf, while a sidebar leaf may be the active one. */
+  getMostRecentLeaf(): WorkspaceLeaf | null {
+    return this.rootLeaves[this.rootLeaves.length - 1] ?? null;
   }
   getLeavesOfType(): WorkspaceLeaf[] {
     return [];
@@ -176,9 +202,22 @@ export class SecretStorage extends Events {
   }
 }
 
+/** Links as the user's settings make them; this fake: wikilinks, shortest path when the name is unique. */
+export class FileManager {
+  constructor(private readonly vault: Vault) {}
+  generateMarkdownLink(file: TFile, _sourcePath: string, subpath = "", alias = ""): string {
+    const name = file.extension === "md" ? file.path.slice(0, -3) : file.path;
+    const base = name.slice(name.lastIndexOf("/") + 1);
+    const unique = [...this.vault.files.keys()].filter((p) => p.slice(p.lastIndexOf("/") + 1).replace(/\.md$/, "") === base).length === 1;
+    const target = (unique ? base : name) + subpath;
+    return alias ? `[[${target}|${alias}]]` : `[[${target}]]`;
+  }
+}
+
 export class App {
   vault = new Vault();
-  workspace = new Workspace();
+  workspace: Workspace = new Workspace(this);
+  fileManager = new FileManager(this.vault);
   /** Absent (undefined) on an Obsidian older than 1.11.4: `new App({ secretStorage: false })`. */
   secretStorage: SecretStorage | undefined;
   constructor(o: { secretStorage?: boolean } = {}) {
@@ -192,8 +231,72 @@ export class Component {
 }
 
 export class WorkspaceLeaf {
+  view: unknown = null;
   constructor(readonly app: App) {}
   async setViewState(): Promise<void> {}
+  /** Opens the file in a Markdown view whose editor holds the vault's text, the cursor at its end. */
+  async openFile(file: TFile): Promise<void> {
+    const view = new MarkdownView(this);
+    view.file = file;
+    view.editor.setValue(this.app.vault.files.get(file.path) ?? "");
+    view.editor.setCursor(view.editor.offsetToPos(view.editor.getValue().length));
+    this.view = view;
+  }
+}
+
+export interface EditorPosition {
+  line: number;
+  ch: number;
+}
+
+/** The note's text in an editor, with a cursor (and a selection from `anchor` to `head`). */
+export class Editor {
+  private text = "";
+  private anchor: EditorPosition = { line: 0, ch: 0 };
+  private head: EditorPosition = { line: 0, ch: 0 };
+  getValue(): string {
+    return this.text;
+  }
+  setValue(content: string): void {
+    this.text = content;
+    this.setCursor(0, 0);
+  }
+  posToOffset(pos: EditorPosition): number {
+    const lines = this.text.split("\n");
+    return lines.slice(0, pos.line).reduce((n, l) => n + l.length + 1, 0) + pos.ch;
+  }
+  offsetToPos(offset: number): EditorPosition {
+    const before = this.text.slice(0, offset).split("\n");
+    return { line: before.length - 1, ch: before[before.length - 1].length };
+  }
+  getCursor(side: "from" | "to" | "head" | "anchor" = "head"): EditorPosition {
+    const [a, h] = [this.posToOffset(this.anchor), this.posToOffset(this.head)];
+    if (side === "from") return this.offsetToPos(Math.min(a, h));
+    if (side === "to") return this.offsetToPos(Math.max(a, h));
+    return { ...(side === "anchor" ? this.anchor : this.head) };
+  }
+  setCursor(pos: EditorPosition | number, ch?: number): void {
+    const at = typeof pos === "number" ? { line: pos, ch: ch ?? 0 } : pos;
+    this.anchor = { ...at };
+    this.head = { ...at };
+  }
+  setSelection(anchor: EditorPosition, head: EditorPosition = anchor): void {
+    this.anchor = { ...anchor };
+    this.head = { ...head };
+  }
+  getSelection(): string {
+    return this.text.slice(this.posToOffset(this.getCursor("from")), this.posToOffset(this.getCursor("to")));
+  }
+  replaceRange(replacement: string, from: EditorPosition, to: EditorPosition = from): void {
+    const [start, end] = [this.posToOffset(from), this.posToOffset(to)];
+    this.text = this.text.slice(0, start) + replacement + this.text.slice(end);
+  }
+  /** Replaces the selection (or inserts at the cursor); the cursor ends after the inserted text. */
+  replaceSelection(replacement: string): void {
+    const start = this.posToOffset(this.getCursor("from"));
+    this.replaceRange(replacement, this.getCursor("from"), this.getCursor("to"));
+    this.setCursor(this.offsetToPos(start + replacement.length));
+  }
 }
 
 export class ItemView extends Component {
@@ -206,6 +309,17 @@ export class ItemView extends Component {
   }
 }
 
+export class MarkdownView extends ItemView {
+  editor = new Editor();
+  file: TFile | null = null;
+  getViewType(): string {
+    return "markdown";
+  }
+  getMode(): "source" | "preview" {
+    return "source";
+  }
+}
+
 export const MarkdownRenderer = {
   rendered: [] as string[],
   async render(_app: App, markdown: string, el: FakeEl): Promise<void> {
@@ -215,8 +329,12 @@ export const MarkdownRenderer = {
 };
 
 export class Modal {
+  /** Every modal opened, the latest last. */
+  static opened: Modal[] = [];
   constructor(readonly app: App) {}
-  open(): void {}
+  open(): void {
+    Modal.opened.push(this);
+  }
   close(): void {}
 }
 
@@ -251,10 +369,18 @@ export class Plugin extends Component {
   async saveData(d: unknown): Promise<void> {
     this.data = JSON.parse(JSON.stringify(d));
   }
-  registerView(): void {}
+  /** What `registerView` and `addCommand` were given, by view type and command id. */
+  views = new Map<string, (leaf: WorkspaceLeaf) => unknown>();
+  commands = new Map<string, { id: string; name: string; callback?: () => unknown }>();
+  registerView(type: string, viewCreator: (leaf: WorkspaceLeaf) => unknown): void {
+    this.views.set(type, viewCreator);
+  }
   addSettingTab(): void {}
   addRibbonIcon(): void {}
-  addCommand(): void {}
+  addCommand<C extends { id: string; name: string; callback?: () => unknown }>(command: C): C {
+    this.commands.set(command.id, command);
+    return command;
+  }
   addStatusBarItem(): FakeEl {
     return new FakeEl();
   }

@@ -1,19 +1,54 @@
-import { readFileSync, readdirSync, statSync } from "node:fs";
-import { join, relative } from "node:path";
-import { describe, expect, inject, it, vi } from "vitest";
-import { ApiClient } from "../src/api";
-import AiAgentPlugin from "../src/main";
-import { App, FakeEl, TFile } from "./fake-obsidian";
+/** End to end: the BUILT plugin (main.js, as `npm run build` writes it and Obsidian loads it) in Node, with
+ * the fake `obsidian` module as the only thing it may require, over the notes of a real vault folder,
+ * against the real `serve` process that test/server.ts started. `npm test` builds main.js first. */
+
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
+import { compileFunction } from "node:vm";
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import { ApiClient, type Answer, type JobAccepted } from "../src/api";
+import type AiAgentPlugin from "../src/main";
+import * as obsidian from "./fake-obsidian";
+import { App, FakeEl, MarkdownView, Modal, Notice, TFile, WorkspaceLeaf } from "./fake-obsidian";
 
 const server = inject("server");
+const ROOT = resolve(import.meta.dirname, "..");
+const MAIN = join(ROOT, "main.js");
+
+function newestSource(dir: string): number {
+  return Math.max(
+    ...readdirSync(dir).map((name) => {
+      const full = join(dir, name);
+      return statSync(full).isDirectory() ? newestSource(full) : statSync(full).mtimeMs;
+    }),
+  );
+}
+
+/** main.js evaluated as Obsidian does it: a CommonJS module whose `require` has `obsidian` and nothing
+ * else (there are no Node modules on mobile). Returns the plugin class and what the bundle required. */
+function loadBuiltPlugin(): { Plugin: typeof AiAgentPlugin; required: string[] } {
+  if (statSync(MAIN).mtimeMs < newestSource(join(ROOT, "src"))) {
+    throw new Error(`${MAIN} is older than src/: run \`npm run build\` (\`npm test\` does) before this test`);
+  }
+  const required: string[] = [];
+  const require = (name: string): unknown => {
+    required.push(name);
+    if (name === "obsidian") return obsidian;
+    throw new Error(`main.js requires '${name}', which Obsidian does not provide`);
+  };
+  const module = { exports: {} as { default?: unknown } };
+  compileFunction(readFileSync(MAIN, "utf8"), ["module", "exports", "require"], { filename: MAIN })(module, module.exports, require);
+  return { Plugin: (module.exports.default ?? module.exports) as typeof AiAgentPlugin, required };
+}
 
 function markdownUnder(root: string): Map<string, string> {
   const out = new Map<string, string>();
   const visit = (dir: string) => {
     for (const name of readdirSync(dir)) {
       const full = join(dir, name);
-      if (statSync(full).isDirectory()) visit(full);
-      else if (name.endsWith(".md")) out.set(relative(root, full).split("\\").join("/"), readFileSync(full, "utf8"));
+      if (statSync(full).isDirectory()) {
+        if (!name.startsWith(".")) visit(full);
+      } else if (name.endsWith(".md")) out.set(relative(root, full).split("\\").join("/"), readFileSync(full, "utf8"));
     }
   };
   visit(root);
@@ -28,34 +63,205 @@ async function until(check: () => boolean | Promise<boolean>, what: string): Pro
   }
 }
 
-describe("the plugin", () => {
-  it("listens to the vault only once the layout is ready, then syncs differences and events", async () => {
+// Three sections, each long enough (40 tokens and more) to be a chunk of its own.
+const NOTE = [
+  "# From the plugin",
+  "",
+  "The zebracorn pasture is fenced with oak posts and three rails, and the gate on its northern side is",
+  "kept shut at night so that the herd stays on the meadow between the river and the old mill.",
+  "",
+  "## Feeding",
+  "",
+  "Zebracorns graze on clover at dawn and on thistles at dusk; in winter they are given hay from the",
+  "barn loft twice a day, with a bucket of oats for the foals and the oldest mares of the herd.",
+  "",
+  "## Stabling",
+  "",
+  "Each zebracorn has a stall lined with straw that is changed every morning; the stalls face south so",
+  "that the sun dries them, and the water troughs are scrubbed on Sundays by whoever keeps the stable.",
+  "",
+].join("\n");
+
+describe("the built plugin against the real server", () => {
+  const client = new ApiClient(() => ({ serverUrl: server.url, apiKey: server.key }));
+  let built: ReturnType<typeof loadBuiltPlugin>;
+  let app: App;
+  let plugin: AiAgentPlugin & obsidian.Plugin;
+  const status = new FakeEl();
+
+  beforeAll(() => {
     vi.stubGlobal("window", globalThis);
-    const app = new App();
+    built = loadBuiltPlugin();
+    app = new App();
     app.vault.files = markdownUnder(server.vault);
-    const plugin = new AiAgentPlugin(app as never, {} as never);
-    (plugin as unknown as { data: unknown }).data = { settings: { serverUrl: server.url, apiKey: server.key, syncEnabled: true } };
-    const status = new FakeEl();
+    plugin = new built.Plugin(app as never, {} as never) as AiAgentPlugin & obsidian.Plugin;
+    plugin.data = { settings: { serverUrl: server.url, apiKey: server.key, syncEnabled: true } };
     plugin.addStatusBarItem = () => status as never;
+  });
+
+  afterAll(() => {
+    plugin.onunload();
+    vi.unstubAllGlobals();
+  });
+
+  const command = (id: string) => plugin.commands.get(id)!.callback!;
+  const manifest = () => client.manifest();
+  const event = (name: "create" | "modify" | "delete", path: string) => app.vault.trigger(name, new TFile(path));
+  const upserts = async () =>
+    (await client.request<{ jobs: (JobAccepted & { payload: { paths: string[] } })[] }>("GET", "/api/jobs?kind=upsert_note&limit=20")).jobs;
+
+  it("requires only `obsidian`, listens to the vault once the layout is ready, and finds nothing to push", async () => {
     await plugin.onload();
-    app.vault.trigger("create", new TFile("Loading.md"));
+    expect(new Set(built.required)).toEqual(new Set(["obsidian"])); // once per module of the bundle
+    expect([...plugin.commands.keys()].sort()).toEqual(["open-chat", "related", "search", "sync-now", "test-connection"]);
+    event("create", "Loading.md");
     expect(plugin.sync).toBeNull(); // vault load events are not sync work
 
     app.workspace.layoutReady();
     await until(() => status.text === "AI sync: synced", "the first sync");
-    expect(plugin.sync!.pending.size).toBe(0); // the server already holds this vault: nothing pushed
+    expect(plugin.sync!.pending.size).toBe(0); // the server already holds this vault
+  });
 
-    const client = new ApiClient(() => ({ serverUrl: server.url, apiKey: server.key }));
-    app.vault.files.set("Inbox/Plugin event.md", "# Plugin event\n\nWritten in Obsidian.\n");
-    app.vault.trigger("create", new TFile("Inbox/Plugin event.md"));
-    expect(plugin.sync!.pending.get("Inbox/Plugin event.md")).toBe("put");
-    await until(async () => "Inbox/Plugin event.md" in (await client.manifest()), "the pushed note");
+  it("pushes a new note, and an edit of it reaches search", async () => {
+    app.vault.files.set("Inbox/From the plugin.md", NOTE);
+    event("create", "Inbox/From the plugin.md");
+    expect(plugin.sync!.pending.get("Inbox/From the plugin.md")).toBe("put");
+    await until(async () => (await client.search("zebracorn pasture", { k: 1 }))[0]?.path === "Inbox/From the plugin.md", "the pushed note");
 
-    app.vault.files.delete("Inbox/Plugin event.md");
-    app.vault.trigger("delete", new TFile("Inbox/Plugin event.md"));
-    await until(async () => !("Inbox/Plugin event.md" in (await client.manifest())), "the deletion");
-    expect((plugin as unknown as { data: { sync: unknown } }).data.sync).toEqual({ pending: {} });
-    plugin.onunload();
-    vi.unstubAllGlobals();
+    app.vault.files.set("Inbox/From the plugin.md", NOTE.replace("three rails", "three rails of larch"));
+    event("modify", "Inbox/From the plugin.md");
+    await until(async () => {
+      const [hit] = await client.search("zebracorn pasture rails of larch", { k: 1 });
+      return hit?.path === "Inbox/From the plugin.md" && hit.snippet.includes("larch");
+    }, "the edit");
+  });
+
+  it("sends a rename as a move: the renamed note kept its vectors and its old path is gone", async () => {
+    const before = await client.status();
+    app.vault.files.set("Archive/Zebracorns.md", app.vault.files.get("Inbox/From the plugin.md")!);
+    app.vault.files.delete("Inbox/From the plugin.md");
+    app.vault.trigger("rename", new TFile("Archive/Zebracorns.md"), "Inbox/From the plugin.md");
+    expect(plugin.sync!.pending.get("Archive/Zebracorns.md")).toBe("move:Inbox/From the plugin.md");
+    await until(async () => {
+      const m = await manifest();
+      return "Archive/Zebracorns.md" in m && !("Inbox/From the plugin.md" in m);
+    }, "the move");
+
+    // One job indexed the new path as a move of the old one: a new file name is a new title, part of
+    // every chunk's embedded text, and still nothing was embedded.
+    let job: Awaited<ReturnType<typeof upserts>>[number] | undefined;
+    await until(async () => {
+      [job] = (await upserts()).filter((j) => j.payload.paths.includes("Archive/Zebracorns.md"));
+      return job?.status === "succeeded";
+    }, "the move's job");
+    if (!job) throw new Error("no job for the move");
+    expect(job.payload.paths.sort()).toEqual(["Archive/Zebracorns.md", "Inbox/From the plugin.md"]);
+    expect(job.result).toMatchObject({ moved: 1, indexed: 1, chunks_embedded: 0 });
+    expect(Number(job.result!.chunks_reused)).toBeGreaterThan(1);
+    const after = await client.status();
+    expect([after.index.sources, after.index.chunks, after.index.vectors]).toEqual([before.index.sources, before.index.chunks, before.index.vectors]);
+    expect(readdirSync(join(server.vault, "Archive"))).toContain("Zebracorns.md");
+    expect(() => statSync(join(server.vault, "Inbox", "From the plugin.md"))).toThrow();
+
+    // The search command's modal finds it under its new name, and not at the old path.
+    Modal.opened.length = 0;
+    command("search")();
+    const modal = Modal.opened[0] as unknown as { getSuggestions(q: string): Promise<{ path: string; title: string }[]> };
+    const found = await modal.getSuggestions("zebracorns graze on clover at dawn");
+    expect(found[0]).toMatchObject({ path: "Archive/Zebracorns.md", title: "Zebracorns" });
+    expect(found.some((r) => r.path === "Inbox/From the plugin.md")).toBe(false);
+    const inFolder = await modal.getSuggestions('folder:"Getting Started" due date');
+    expect(inFolder.map((r) => r.path)).toContain("Getting Started/Dates.md");
+    expect(inFolder.every((r) => r.path.startsWith("Getting Started/"))).toBe(true);
+  });
+
+  it("removes a deleted note from the server and from search", async () => {
+    app.vault.files.delete("Archive/Zebracorns.md");
+    event("delete", "Archive/Zebracorns.md");
+    await until(async () => !("Archive/Zebracorns.md" in (await manifest())), "the deletion");
+    expect((await client.search("zebracorns graze on clover", { k: 5 })).some((r) => r.path === "Archive/Zebracorns.md")).toBe(false);
+    await until(() => plugin.sync!.pending.size === 0 && status.text === "AI sync: synced", "the queue");
+    expect((plugin.data as { sync: unknown }).sync).toEqual({ pending: {} });
+  });
+
+  it("streams an answer in the chat pane whose citations, inserted or opened, lead to notes of the vault", async () => {
+    const asked: string[] = [];
+    const realFetch = globalThis.fetch;
+    vi.stubGlobal("fetch", async (url: string, init: RequestInit) => {
+      const response = await realFetch(url, init);
+      asked.push(`${url} ${response.headers.get("content-type")}`);
+      return response;
+    });
+    const chatLeaf = new WorkspaceLeaf(app);
+    const chat = plugin.views.get("obsidian-ai-agent-chat")!(chatLeaf) as {
+      contentEl: FakeEl;
+      onOpen(): Promise<void>;
+      submit(q: string): Promise<Answer | null>;
+    };
+    chatLeaf.view = chat;
+    await chat.onOpen();
+    const answer = (await chat.submit("How do I make a task repeat every week?"))!;
+    expect(asked).toHaveLength(1); // streamed: no plain request as a fallback
+    expect(asked[0]).toMatch(new RegExp(`^${server.url}/api/ask text/event-stream`));
+    expect(answer.citations.length).toBeGreaterThan(0);
+    for (const c of answer.citations) expect(app.vault.files.has(c.path), c.path).toBe(true);
+
+    const out = chat.contentEl.all();
+    const links = out.filter((e) => e.tag === "a");
+    expect(links).toHaveLength(answer.citations.length);
+    links[0].onclick!({ preventDefault() {} });
+    const button = (text: string) => out.find((e) => e.tag === "button" && e.text === text)!;
+    button("Open all sources").onclick!({});
+    await new Promise((r) => setTimeout(r, 0));
+    const [first, ...tabs] = app.workspace.opened;
+    expect(first.newLeaf).toBeUndefined();
+    expect(tabs.length).toBeGreaterThan(0);
+    for (const o of [first, ...tabs]) expect(app.vault.files.has(o.linktext.split("#")[0]), o.linktext).toBe(true);
+    expect(tabs.every((o) => o.newLeaf === "tab")).toBe(true);
+    expect(new Set(tabs.map((o) => o.linktext)).size).toBe(tabs.length);
+
+    // Insert at cursor: into the note last edited (the pane, clicked, is the active leaf now).
+    app.vault.files.set("Inbox/Draft.md", "# Draft\n\n");
+    const noteLeaf = app.workspace.getLeaf();
+    await noteLeaf.openFile(new TFile("Inbox/Draft.md"));
+    app.workspace.setActiveLeaf(noteLeaf);
+    app.workspace.setActiveLeaf(chatLeaf);
+    Notice.shown.length = 0;
+    button("Insert at cursor").onclick!({});
+    const text = (noteLeaf.view as MarkdownView).editor.getValue();
+    expect(text.startsWith(`# Draft\n\n${answer.text.trim()}\n\nSources:\n- \\[${answer.citations[0].n}\\] [[`)).toBe(true);
+    const targets = [...text.matchAll(/\[\[([^\]|#]+)/g)].map((m) => m[1]);
+    expect(targets).toHaveLength(answer.citations.length);
+    const names = new Set([...app.vault.files.keys()].flatMap((p) => [p.replace(/\.md$/, ""), p.slice(p.lastIndexOf("/") + 1).replace(/\.md$/, "")]));
+    for (const t of targets) expect(names.has(t), t).toBe(true);
+    expect(Notice.shown).toEqual(["AI Agent: the answer was inserted into Draft."]);
+    vi.stubGlobal("fetch", realFetch);
+  });
+
+  it("says in notices that a refused key or a dead server is what is wrong", async () => {
+    const chat = plugin.views.get("obsidian-ai-agent-chat")!(new WorkspaceLeaf(app)) as { onOpen(): Promise<void>; submit(q: string): Promise<unknown> };
+    await chat.onOpen();
+    const notices = async (): Promise<string[]> => {
+      Notice.shown.length = 0;
+      await command("test-connection")();
+      await chat.submit("How do I make a task repeat every week?");
+      await command("sync-now")();
+      await until(() => Notice.shown.length >= 3, "the notices");
+      return [...Notice.shown];
+    };
+
+    plugin.settings.apiKey = "not-a-key";
+    const refused = await notices();
+    expect(refused[0]).toMatch(/^Connection failed \(401 unauthorized\): the API key was refused; check it in the plugin's settings/);
+    expect(refused[1]).toMatch(/^AI Agent: the API key was refused; check it in the plugin's settings/);
+    expect(refused[2]).toMatch(/^AI Agent sync stopped: the API key was refused/);
+
+    plugin.settings.apiKey = server.key;
+    plugin.settings.serverUrl = "http://127.0.0.1:9";
+    const dead = await notices();
+    expect(dead[0]).toMatch(/^Connection failed \(unreachable\): cannot reach the server at http:\/\/127\.0\.0\.1:9/);
+    expect(dead[1]).toMatch(/^AI Agent: cannot reach the server at http:\/\/127\.0\.0\.1:9/);
+    expect(dead[2]).toMatch(/^AI Agent sync stopped: cannot reach the server/);
+    plugin.settings.serverUrl = server.url;
   });
 });

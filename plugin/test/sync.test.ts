@@ -1,15 +1,15 @@
-import { readFileSync, readdirSync, statSync } from "node:fs";
-import { join, relative } from "node:path";
-import { describe, expect, inject, it } from "vitest";
-import { ApiClient, type JobAccepted } from "../src/api";
+import { describe, expect, it } from "vitest";
+import { ApiError } from "../src/api";
 import { sha256Hex, VaultSync, type SyncServer, type SyncState } from "../src/sync";
 import { Vault } from "./fake-obsidian";
 
-const server = inject("server");
-
+/** A server that records what it was sent and does what the real one does with it: a move
+ * (`movedFrom`) takes the note from its old path, or is a 404 when nothing is there. `moves` false: a
+ * server from before moves, which ignores `movedFrom`. (The real server: plugin.test.ts.) */
 class RecordingServer implements SyncServer {
   calls: string[] = [];
   failPuts = 0;
+  moves = true;
   constructor(public files: Record<string, string> = {}) {}
   async manifest() {
     this.calls.push("manifest");
@@ -17,13 +17,22 @@ class RecordingServer implements SyncServer {
     for (const [p, t] of Object.entries(this.files)) m[p] = await sha256Hex(t);
     return m;
   }
-  async putNote(path: string, content: string, options: { wait?: boolean } = {}) {
+  async putNote(path: string, content: string, options: { wait?: boolean; movedFrom?: string } = {}) {
     if (this.failPuts > 0) {
       this.failPuts--;
       throw new Error("the server is away");
     }
-    this.calls.push(`put ${path}${options.wait ? " (wait)" : ""}`);
+    const from = this.moves ? options.movedFrom : undefined;
+    this.calls.push(`put ${path}${options.wait ? " (wait)" : ""}${from !== undefined ? ` from ${from}` : ""}`);
+    if (from !== undefined) {
+      if (!(from in this.files)) {
+        this.calls.push("404");
+        throw new ApiError(404, `the server answered 404: no note '${from}' to move`, "not_found");
+      }
+      delete this.files[from];
+    }
     this.files[path] = content;
+    return { path, moved_from: from ?? null };
   }
   async deleteNote(path: string) {
     this.calls.push(`delete ${path}`);
@@ -62,7 +71,7 @@ describe("sync", () => {
     expect(remote.calls).toEqual(["manifest"]);
   });
 
-  it("sends a delete, and a rename as a move: the new path put and indexed first, then the old one deleted", async () => {
+  it("sends a delete, and a rename as one move that the server makes (the new path put with moved_from)", async () => {
     const remote = new RecordingServer({ "a.md": "A", "b.md": "B" });
     const vault = vaultOf({ "a.md": "A", "b.md": "B" });
     const sync = new VaultSync(vault, remote, null, noWait);
@@ -73,8 +82,46 @@ describe("sync", () => {
     sync.renamed("Folder/b2.md", "b.md");
     expect(Object.fromEntries(sync.pending)).toEqual({ "a.md": "delete", "Folder/b2.md": "move:b.md" });
     await sync.flush();
-    expect(remote.calls).toEqual(["manifest", "delete a.md", "put Folder/b2.md (wait)", "delete b.md"]);
+    expect(remote.calls).toEqual(["manifest", "delete a.md", "put Folder/b2.md (wait) from b.md"]);
     expect(remote.files).toEqual({ "Folder/b2.md": "B" });
+  });
+
+  it("deletes the old path itself after a move sent to a server without moves", async () => {
+    const remote = new RecordingServer({ "b.md": "B" });
+    remote.moves = false;
+    const vault = vaultOf({ "b.md": "B" });
+    const sync = new VaultSync(vault, remote, null, noWait);
+    await sync.diff();
+    rename(vault, "b.md", "Folder/b2.md");
+    sync.renamed("Folder/b2.md", "b.md");
+    await sync.flush();
+    expect(remote.calls).toEqual(["manifest", "put Folder/b2.md (wait)", "delete b.md"]);
+    expect(remote.files).toEqual({ "Folder/b2.md": "B" });
+  });
+
+  it("puts a moved note plainly when the server holds nothing at its old path (a retried move)", async () => {
+    const remote = new RecordingServer({ "b.md": "B" }); // the move went through, its answer was lost
+    const vault = vaultOf({ "b.md": "B" });
+    const sync = new VaultSync(vault, remote, { pending: { "b.md": "move:a.md" } }, noWait);
+    await sync.flush();
+    expect(remote.calls).toEqual(["put b.md (wait) from a.md", "404", "put b.md (wait)"]);
+    expect(remote.files).toEqual({ "b.md": "B" });
+    expect(sync.pending.size).toBe(0);
+  });
+
+  it("retries a move that failed, as a move", async () => {
+    const remote = new RecordingServer({ "a.md": "A" });
+    const vault = vaultOf({ "a.md": "A" });
+    const statuses: string[] = [];
+    const sync = new VaultSync(vault, remote, null, { ...noWait, onStatus: (s) => statuses.push(s.state) });
+    await sync.diff();
+    rename(vault, "a.md", "b.md");
+    sync.renamed("b.md", "a.md");
+    remote.failPuts = 1;
+    await sync.flush();
+    expect(remote.calls).toEqual(["manifest", "put b.md (wait) from a.md"]);
+    expect(remote.files).toEqual({ "b.md": "A" });
+    expect(statuses[statuses.length - 1]).toBe("synced");
   });
 
   it("folds renames that follow each other into one move from where the server holds the note", async () => {
@@ -92,7 +139,7 @@ describe("sync", () => {
     expect(Object.fromEntries(sync.pending)).toEqual({ "b.md": "delete", "X/c.md": "move:a.md" });
     await sync.flush();
     expect(remote.files).toEqual({ "X/c.md": "A, edited after the move" });
-    expect(remote.calls).toEqual(["manifest", "delete b.md", "put X/c.md (wait)", "delete a.md"]);
+    expect(remote.calls).toEqual(["manifest", "delete b.md", "put X/c.md (wait) from a.md"]);
 
     // Renamed back to where it was: a put, no move; into an excluded folder: a delete.
     const other = new VaultSync(vault, remote, null, { ...noWait, excluded: (p) => p.startsWith("Private/") });
@@ -129,18 +176,18 @@ describe("sync", () => {
     await sync.diff();
     expect(Object.fromEntries(sync.pending)).toEqual({ "New/a.md": "move:Old/a.md", "new.md": "put", "gone.md": "delete" });
     await sync.flush();
-    expect(remote.calls.slice(1, 3)).toEqual(["put New/a.md (wait)", "delete Old/a.md"]);
+    expect(remote.calls.slice(1).sort()).toEqual(["delete gone.md", "put New/a.md (wait) from Old/a.md", "put new.md"]);
     expect(remote.files).toEqual({ "New/a.md": "A", "same.md": "S", "new.md": "N" });
   });
 
-  it("resumes a saved move after a restart without deleting its source twice", async () => {
+  it("resumes a saved move after a restart as one move, without a delete of its old path", async () => {
     const remote = new RecordingServer({ "a.md": "A" });
     const vault = vaultOf({ "b.md": "A" });
     const saved: SyncState = { pending: { "b.md": "move:a.md" } };
     const sync = new VaultSync(vault, remote, saved, noWait);
-    expect(await sync.diff()).toBe(1); // a.md is gone from the vault, but the queued move deletes it
+    expect(await sync.diff()).toBe(1); // a.md is gone from the vault, but the queued move takes it along
     await sync.flush();
-    expect(remote.calls).toEqual(["manifest", "put b.md (wait)", "delete a.md"]);
+    expect(remote.calls).toEqual(["manifest", "put b.md (wait) from a.md"]);
   });
 
   it("keeps the queue after a failed batch, retries with backoff, and resumes from the saved state", async () => {
@@ -175,113 +222,5 @@ describe("sync", () => {
     expect(statuses[statuses.length - 1]).toBe("synced");
     expect(Object.keys(remote.files).sort()).toEqual(Object.keys(files).sort());
     expect(saved!.pending).toEqual({});
-  });
-});
-
-function walk(root: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const visit = (dir: string) => {
-    for (const name of readdirSync(dir)) {
-      const full = join(dir, name);
-      if (statSync(full).isDirectory()) {
-        if (!name.startsWith(".")) visit(full);
-      } else if (name.endsWith(".md")) out[relative(root, full).split("\\").join("/")] = readFileSync(full, "utf8");
-    }
-  };
-  visit(root);
-  return out;
-}
-
-async function until(check: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 45_000;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-describe("sync against the real server", () => {
-  const client = new ApiClient(() => ({ serverUrl: server.url, apiKey: server.key }));
-  // Three sections, each long enough (40 tokens and more) to be a chunk of its own.
-  const NOTE = [
-    "# From the plugin",
-    "",
-    "The zebracorn pasture is fenced with oak posts and three rails, and the gate on its northern side is",
-    "kept shut at night so that the herd stays on the meadow between the river and the old mill.",
-    "",
-    "## Feeding",
-    "",
-    "Zebracorns graze on clover at dawn and on thistles at dusk; in winter they are given hay from the",
-    "barn loft twice a day, with a bucket of oats for the foals and the oldest mares of the herd.",
-    "",
-    "## Stabling",
-    "",
-    "Each zebracorn has a stall lined with straw that is changed every morning; the stalls face south so",
-    "that the sun dries them, and the water troughs are scrubbed on Sundays by whoever keeps the stable.",
-    "",
-  ].join("\n");
-
-  /** The client, keeping what each PUT answered (its indexing job). */
-  const answers: Record<string, JobAccepted> = {};
-  const recording: SyncServer = {
-    manifest: () => client.manifest(),
-    putNote: async (path, content, options) => (answers[path] = await client.putNote(path, content, options)),
-    deleteNote: (path) => client.deleteNote(path),
-  };
-
-  async function jobResult(id: number): Promise<Record<string, number>> {
-    let job: { status: string; result: Record<string, number> | null } = { status: "queued", result: null };
-    await until(async () => {
-      job = await client.request("GET", `/api/jobs/${id}`);
-      return job.status === "succeeded";
-    }, `job ${id}`);
-    return job.result!;
-  }
-
-  it("finds nothing to push for the vault the server holds, then pushes a new note, its moves (keeping its vectors) and its deletion", async () => {
-    const vault = vaultOf(walk(server.vault));
-    const sync = new VaultSync(vault, recording, null, { sleep: async () => {}, backoff: [200] });
-    expect(await sync.diff()).toBe(0);
-
-    vault.files.set("Inbox/From the plugin.md", NOTE);
-    sync.changed("Inbox/From the plugin.md");
-    await sync.flush();
-    const first = await jobResult(answers["Inbox/From the plugin.md"].job_id);
-    expect(first.chunks_embedded).toBeGreaterThan(1);
-    await until(async () => (await client.search("zebracorn pasture", { k: 1 }))[0]?.path === "Inbox/From the plugin.md", "the pushed note");
-
-    // Moved to another folder: the new path is indexed (the PUT waits for it) with every chunk's vector
-    // reused, none embedded, and the old path is gone.
-    rename(vault, "Inbox/From the plugin.md", "Archive/From the plugin.md");
-    sync.renamed("Archive/From the plugin.md", "Inbox/From the plugin.md");
-    await sync.flush();
-    const moved = answers["Archive/From the plugin.md"];
-    expect(moved.status).toBe("succeeded");
-    expect(moved.result).toMatchObject({ indexed: 1, chunks_embedded: 0, chunks_reused: first.chunks_embedded });
-    await until(async () => {
-      const m = await client.manifest();
-      return "Archive/From the plugin.md" in m && !("Inbox/From the plugin.md" in m);
-    }, "the old path's removal");
-    const found = await client.search("zebracorns graze on clover", { k: 3 });
-    expect(found[0]?.path).toBe("Archive/From the plugin.md");
-    expect(found.some((r) => r.path === "Inbox/From the plugin.md")).toBe(false);
-
-    // Renamed (a new title): found at the new name, the old one gone.
-    rename(vault, "Archive/From the plugin.md", "Archive/Zebracorns.md");
-    sync.renamed("Archive/Zebracorns.md", "Archive/From the plugin.md");
-    await sync.flush();
-    const renamed = answers["Archive/Zebracorns.md"];
-    expect(renamed.status).toBe("succeeded");
-    expect(Number(renamed.result!.chunks_embedded) + Number(renamed.result!.chunks_reused)).toBe(first.chunks_embedded);
-    await until(async () => !("Archive/From the plugin.md" in (await client.manifest())), "the old name's removal");
-    const foundRenamed = await client.search("zebracorns graze on clover", { k: 3 });
-    expect(foundRenamed[0]?.path).toBe("Archive/Zebracorns.md");
-    expect(foundRenamed.some((r) => r.path === "Archive/From the plugin.md")).toBe(false);
-
-    vault.files.delete("Archive/Zebracorns.md");
-    sync.deleted("Archive/Zebracorns.md");
-    await sync.flush();
-    await until(async () => !("Archive/Zebracorns.md" in (await client.manifest())), "the deletion");
-    expect(sync.pending.size).toBe(0);
   });
 });

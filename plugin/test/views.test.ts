@@ -1,4 +1,4 @@
-/** The chat pane and the search modal rendered in headless Chromium: the harness page (test/harness/)
+/** The chat pane (with its answer's actions) and the search modal rendered in headless Chromium: the harness page (test/harness/)
  * bundled with esbuild, served with the plugin's styles.css from a local server that proxies everything
  * else to the real server (so the page's fetch is same-origin, as requestUrl is in Obsidian), and driven
  * by Playwright for Python from ../.venv. The screenshots are decoded and checked to be drawn. */
@@ -148,6 +148,9 @@ describe.skipIf(!hasBrowser)(`the views in headless Chromium (${CHROMIUM})`, () 
       answer_lengths_while_streaming: number[];
       answer: string;
       citations: string[];
+      actions: string[];
+      inserted: string;
+      opened_all: { linktext: string; newLeaf: unknown }[];
       opened_from_chat: string[];
       results: string[][];
       opened_from_search: { linktext: string; newLeaf: unknown };
@@ -169,6 +172,13 @@ describe.skipIf(!hasBrowser)(`the views in headless Chromium (${CHROMIUM})`, () 
     expect(seen.answer.length).toBeGreaterThan(20);
     expect(seen.citations.length).toBeGreaterThan(0);
     expect(seen.opened_from_chat[0]).toMatch(/\.md(#.+)?$/);
+    // The answer's actions: inserted at the cursor of the note with its sources as links, and every
+    // source opened in a tab of its own.
+    expect(seen.actions).toEqual(["Copy", "Insert at cursor", "Open all sources"]);
+    expect(seen.inserted.split("\n\nSources:")[0].length).toBeGreaterThan(20);
+    expect(seen.inserted).toMatch(/\n\nSources:\n- \\\[\d+\\\] \[\[[^\]]+\]\]/);
+    expect(seen.opened_all.length).toBeGreaterThan(0);
+    expect(seen.opened_all.every((o) => o.newLeaf === "tab" && /\.md(#.+)?$/.test(o.linktext))).toBe(true);
     // The folder filter held, and Ctrl+Enter opened the second result in a new pane.
     expect(seen.results.length).toBeGreaterThan(1);
     expect(seen.results.every((r) => r[1].startsWith("Getting Started"))).toBe(true);

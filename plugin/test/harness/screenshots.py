@@ -1,5 +1,6 @@
-"""Opens the views harness in headless Chromium, asks the chat pane a question and searches in the
-search modal, and writes chat.png and search.png to the folder given; prints what it saw as JSON.
+"""Opens the views harness in headless Chromium, asks the chat pane a question (and inserts the answer
+into the open note and opens all its sources) and searches in the search modal, and writes chat.png and
+search.png to the folder given; prints what it saw as JSON.
 
 Usage: python screenshots.py <page url> <out dir> [chromium executable]
 """
@@ -42,10 +43,21 @@ def main() -> None:
         seen["answer_lengths_while_streaming"] = page.evaluate("window.lengths")
         seen["answer"] = page.inner_text(".oaa-assistant > div:first-child")
         seen["citations"] = page.eval_on_selector_all(".oaa-assistant .oaa-citations a", "els => els.map(e => e.textContent)")
+        seen["actions"] = page.eval_on_selector_all(".oaa-assistant .oaa-actions button", "els => els.map(e => e.textContent)")
+
+        # The answer's actions: inserted into the note open in the main area (drawn there for the
+        # screenshot), and every source opened in a tab.
+        page.click(".oaa-assistant .oaa-actions button:text-is('Insert at cursor')")
+        seen["inserted"] = page.evaluate("window.harness.note()")
+        page.evaluate("window.harness.showNote()")
+        if "Open all sources" in seen["actions"]:
+            page.click(".oaa-assistant .oaa-actions button:text-is('Open all sources')")
+            page.wait_for_function("window.harness.opened.length > 0", timeout=5_000)
+        seen["opened_all"] = page.evaluate("window.harness.opened.slice()")
         page.screenshot(path=str(out / "chat.png"))
         if seen["citations"]:
             page.click(".oaa-assistant .oaa-citations a")
-        seen["opened_from_chat"] = page.evaluate("window.harness.opened.map(o => o.linktext)")
+        seen["opened_from_chat"] = page.evaluate("window.harness.opened.slice(-1).map(o => o.linktext)")
 
         # The search modal: results as you type, ↓ and Ctrl+↵ to open one in a new pane.
         page.evaluate("window.harness.openSearch()")
