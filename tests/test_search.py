@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from obsidian_ai_agent.config import load_settings
 from obsidian_ai_agent.engine import Engine
-from obsidian_ai_agent.search import SearchError, make_snippet, obsidian_link, query_terms
+from obsidian_ai_agent.search import SearchError, make_snippet, obsidian_link, query_terms, with_numerals
 from obsidian_ai_agent.store.sqlite import fts_match
 
 from .conftest import DOCS_VAULT
@@ -184,3 +184,15 @@ def test_a_pdf_result_links_to_its_page() -> None:
         == "obsidian://open?vault=v&file=Papers%2Fdoc.pdf%23page%3D3"
     )
     assert obsidian_link("v", "a.md", ["H"], page=None) == "obsidian://open?vault=v&file=a%23H"
+
+
+def test_a_small_number_written_as_a_word_finds_its_numeral(tmp_path: Path, embedder) -> None:  # type: ignore[no-untyped-def]
+    assert with_numerals(["every", "two", "weeks"]) == ["every", "two", "weeks", "2"]
+    assert with_numerals(["3", "3"]) == ["3", "three"]
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    (vault / "Plants.md").write_text("# Plants\n\nWater the ferns 🔁 every 3 days.\n", "utf-8")
+    (vault / "Cat.md").write_text("# Cat\n\nFeed the cat in the morning.\n", "utf-8")
+    with Engine(load_settings(data_dir=tmp_path / "data"), embedder=embedder) as engine:
+        engine.index(vault)
+        assert [r.path for r in engine.search("three", k=5, mode="keyword")] == ["Plants.md"]

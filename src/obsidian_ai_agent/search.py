@@ -127,6 +127,15 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(kept or words))
 
 
+_NUMBERS = ("zero one two three four five six seven eight nine ten eleven twelve").split()
+_NUMERALS = {**{w: str(i) for i, w in enumerate(_NUMBERS)}, **{str(i): w for i, w in enumerate(_NUMBERS)}}
+
+
+def with_numerals(terms: list[str]) -> list[str]:
+    """The terms and, for a small number, its other spelling: "every two weeks" finds `every 2 weeks`."""
+    return list(dict.fromkeys([*terms, *(_NUMERALS[t] for t in terms if t in _NUMERALS)]))
+
+
 def obsidian_link(
     vault: str, path: str, heading_path: list[str] | None = None, page: int | None = None
 ) -> str:
@@ -232,7 +241,7 @@ class Searcher:
             allowed = self.store.filter_source_ids(folder=folder, tag=tag, kind=kind)
             if not allowed:
                 return []
-        terms = query_terms(query)
+        terms = with_numerals(query_terms(query))
         n = max(self.settings.candidates, k)
         kw: list[int] = []
         sem: list[int] = []
