@@ -2,7 +2,9 @@
 answer cache (every question is answered for real). The sentence vectors kept in the index are cleared
 first, so the first pass embeds every sentence unit it scores; the second finds them in memory, as a
 running service would for notes asked about before; the third is a fresh answerer (another worker, or
-the service after a restart) that finds them in the index.
+the service after a restart) that finds them in the index. Last, the vectors are cleared again and
+prepared for every chunk as the `answer_vectors` job does after indexing (timed), and a fresh answerer
+asks the questions.
 
 Usage: python bench/answer_latency.py [--passes 2] [--out FILE]
 Goal (issue 8): p50 <= 150 ms.
@@ -64,12 +66,35 @@ def main() -> None:
             summary = latency_summary(seconds)
             passes.append({"pass": n + 1, "sentence_vectors": kind, **summary, "declined": declined})
             log(f"pass {n + 1} ({kind}): p50 {passes[-1]['p50_ms']} ms")
+        # What the service does after indexing (`answer.prepare_unit_vectors`, the `answer_vectors` job):
+        # every chunk's sentences embedded ahead of the questions; then a fresh answerer asks.
+        unitvectors.clear(engine.store)
+        t0 = time.perf_counter()
+        prepared = Answerer(engine.searcher, settings.llm, answer=settings.answer).prepare_unit_vectors()
+        prepare_s = time.perf_counter() - t0
+        log(f"prepared {prepared['units']} units of {prepared['chunks']} chunks in {prepare_s:.1f} s")
+        answerer = Answerer(engine.searcher, settings.llm, answer=settings.answer)
+        seconds = []
+        for q in questions:
+            t0 = time.perf_counter()
+            answerer.ask(q)
+            seconds.append(time.perf_counter() - t0)
+        passes.append({"pass": len(passes) + 1, "sentence_vectors": "prepared (answer_vectors job)",
+                       **latency_summary(seconds)})  # fmt: skip
+        log(f"pass {len(passes)} (prepared): p50 {passes[-1]['p50_ms']} ms")
     result = {
         "questions": len(questions),
         "provider": "extractive",
         "model_load_s": round(warm_s, 2),
         "passes": passes,
+        "prepare": {
+            "chunks": prepared["chunks"],
+            "units": prepared["units"],
+            "seconds": round(prepare_s, 1),
+            "units_per_s": round(prepared["units"] / prepare_s, 1) if prepare_s else None,
+        },
         "goal_p50_ms_first_pass": goal(passes[0]["p50_ms"], "<=", 150),
+        "goal_p50_ms_prepared": goal(passes[-1]["p50_ms"], "<=", 150),
     }
     emit("answer_latency", result, args.out)
 

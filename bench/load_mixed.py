@@ -96,7 +96,19 @@ def prepare(data: Path, vault_src: Path) -> tuple[Path, dict[str, Any]]:
     )
     if run.returncode != 0:
         raise SystemExit(f"indexing {vault} failed: {run.stderr[-2000:]}")
-    return vault, {"seconds": round(time.perf_counter() - started, 1)}
+    seconds = time.perf_counter() - started
+    # What indexing queued (the answer sentences of new chunks, `answer_vectors`) runs before the load,
+    # as it would on a service that has been up for a while.
+    started = time.perf_counter()
+    work = subprocess.run(
+        [*CLI, "--data-dir", str(data), "jobs", "work", "--until-idle", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_DIR,
+    )
+    if work.returncode != 0:
+        raise SystemExit(f"running the queued jobs failed: {work.stderr[-2000:]}")
+    return vault, {"seconds": round(seconds, 1), "queued_jobs_s": round(time.perf_counter() - started, 1)}
 
 
 def start_server(data: Path, workers: int, port: int) -> subprocess.Popen[bytes]:

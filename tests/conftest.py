@@ -44,6 +44,8 @@ def _isolated_env(
     # The monitor samples and runs every component check in the background; only the tests of the
     # monitor (and of what it feeds) turn it on, so no other test shares the cores with it.
     monkeypatch.setenv("OAA_MONITOR__ENABLED", "false")
+    # Indexing queues a job that embeds every new chunk's answer sentences; only its own tests run it.
+    monkeypatch.setenv("OAA_ANSWER__PREPARE_UNIT_VECTORS", "false")
 
 
 @pytest.fixture(scope="session")

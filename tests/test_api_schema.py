@@ -51,6 +51,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, _example_index: tuple[Path
         "OAA_DATA_DIR": str(data),
         "OAA_VAULT": str(vault),
         "OAA_SERVER__RATE_LIMITS__ENABLED": "false",
+        "OAA_ANSWER__PREPARE_UNIT_VECTORS": "false",
         "OAA_SERVER__REQUEST_TIMEOUT": "30",
         "HF_HUB_OFFLINE": "1",
     }

@@ -399,6 +399,7 @@ class Server:
             "OAA_DATA_DIR": str(data),
             "OAA_VAULT": str(vault),
             "OAA_LOGGING__FILE": "service.log",
+            "OAA_ANSWER__PREPARE_UNIT_VECTORS": "false",
             "OAA_LOGGING__SLOW_REQUESTS": "1000",
             "OAA_SERVER__SLOW_REQUEST_MS": "0",
             "OAA_SERVER__RATE_LIMITS__ENABLED": "false",

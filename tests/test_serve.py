@@ -60,6 +60,7 @@ def test_serve_speaks_tls_with_the_given_certificate_and_sends_hsts(tmp_path: Pa
     data = tmp_path / "data"
     log = tmp_path / "serve.log"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("OAA_")}, "HF_HUB_OFFLINE": "1"}
+    env["OAA_ANSWER__PREPARE_UNIT_VECTORS"] = "false"
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -15,7 +15,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -39,7 +39,7 @@ from .grounding import Repetition, Sentence, bounded, check, mark
 from .llm import LLM, LLMError, Message, get_llm
 from .relevance import Relevance, unknown_words
 from .search import Searcher, SearchResult, obsidian_link, query_terms
-from .store import StoreError, unitvectors
+from .store import IndexStore, StoreError, unitvectors
 from .store import conversations as convo
 
 log = logging.getLogger("obsidian_ai_agent.answer")
@@ -244,6 +244,30 @@ class Answerer:
                 log.info("unit vectors not kept in the index (%s); they stay in memory", e)
 
         return UnitVectors(embedder.embed_short, load=load, save=save)
+
+    def prepare_unit_vectors(
+        self, after: int | None = None, check: Callable[[int], None] | None = None, batch: int = 50
+    ) -> dict[str, int]:
+        """Embed the answer units of every chunk above id `after` (default: above the last chunk done
+        before, kept in the index) that the index does not hold yet, so a first question about them
+        waits for no model; `check(last chunk id)` runs between batches (a job's cancel check and
+        checkpoint). Stops once `unit_vectors_kept` is nearly used: older vectors would be pushed out."""
+        kept = self.answer_settings.unit_vectors_kept
+        start = after if after is not None else int(self.store.get_meta(unitvectors.PREPARED) or 0)
+        done = {"chunks": 0, "units": 0, "after": start}
+        while kept and unitvectors.count(self.store) < int(kept * 0.9):
+            ids = unitvectors.chunk_ids_after(self.store, done["after"], batch)
+            if not ids:
+                break
+            texts = [u.embed_text for us in chunk_units(self.store, ids).values() for u in us if not u.extra]
+            self.unit_vectors.get(texts)
+            done["chunks"] += len(ids)
+            done["units"] += len(texts)
+            done["after"] = ids[-1]
+            self.store.set_meta(unitvectors.PREPARED, str(ids[-1]))
+            if check is not None:
+                check(ids[-1])
+        return done
 
     @property
     def llm(self) -> LLM | None:
@@ -469,23 +493,8 @@ class Answerer:
         )
 
     def _extract(self, base: dict[str, Any], query: str, qvec: np.ndarray, sources: list[Citation]) -> Answer:
-        ids = [s.chunk_id for s in sources]
-        following = self.store.next_chunks(ids)
-        rows = self.store.chunks([*ids, *following.values()])
-        candidates: list[tuple[int, Unit]] = []
-        for s in sources:
-            row = rows.get(s.chunk_id)
-            if row is None:
-                continue
-            text, extra_from = row.text, None
-            nxt = rows.get(following.get(s.chunk_id, -1))
-            if nxt is not None:
-                text, extra_from = with_next(row.text, row.end_line, nxt.text, nxt.start_line)
-            units = units_of(text, row.heading_path, row.start_line, extra_from)
-            if sum(u.words for u in units if not u.extra) < SMALL_CHUNK_WORDS:
-                # A chunk that is little more than a title: the section after it is what it is about.
-                units = [replace(u, extra=False) for u in units]
-            candidates += [(s.n, u) for u in units[:120]]
+        per_chunk = chunk_units(self.store, [s.chunk_id for s in sources])
+        candidates = [(s.n, u) for s in sources for u in per_chunk.get(s.chunk_id, [])]
         titles = {s.n: s.title for s in sources}
         budget = MAX_WORDS
         picked = select(base["question"], qvec, candidates, self.unit_vectors, max_words=budget)
@@ -601,6 +610,28 @@ class Answerer:
         convo.add_turns(
             self.store, conversation_id, turns, keep=max(2, self.settings.history_turns), owner=owner
         )
+
+
+def chunk_units(store: IndexStore, ids: Sequence[int]) -> dict[int, list[Unit]]:
+    """The units an extract scores, per chunk id: the chunk read on into the next one (`with_next`),
+    the added units marked `extra` unless the chunk is little more than a title."""
+    following = store.next_chunks(ids)
+    rows = store.chunks([*ids, *following.values()])
+    out: dict[int, list[Unit]] = {}
+    for cid in ids:
+        row = rows.get(cid)
+        if row is None:
+            continue
+        text, extra_from = row.text, None
+        nxt = rows.get(following.get(cid, -1))
+        if nxt is not None:
+            text, extra_from = with_next(row.text, row.end_line, nxt.text, nxt.start_line)
+        units = units_of(text, row.heading_path, row.start_line, extra_from)
+        if sum(u.words for u in units if not u.extra) < SMALL_CHUNK_WORDS:
+            # A chunk that is little more than a title: the section after it is what it is about.
+            units = [replace(u, extra=False) for u in units]
+        out[cid] = units[:120]
+    return out
 
 
 def diverse(results: list[SearchResult], n: int, per_note: int = 3) -> list[SearchResult]:

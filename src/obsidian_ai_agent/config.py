@@ -140,7 +140,7 @@ DEFAULT_ROUTES: dict[str, str] = {
 class JobSettings(_Section):
     routes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
     """Which lane each kind of job goes to (kinds: reindex, upsert_note, delete_note, index_pdf,
-    index_web)."""
+    index_web, backup, answer_vectors; a kind not named goes to `bulk`)."""
     lease: float = Field(default=30.0, gt=0)
     """Seconds a claimed job stays owned without a heartbeat; a dead runner's job is taken over after it."""
     poll: float = Field(default=0.5, gt=0)
@@ -223,6 +223,10 @@ class AnswerSettings(_Section):
     unit_vectors_kept: int = Field(default=200_000, ge=0, le=100_000_000)
     """Vectors of answer sentences kept in the index database (768 bytes each), shared by the workers
     and kept over restarts; 0 keeps them in each process's memory only."""
+    prepare_unit_vectors: bool = True
+    """After indexing embeds new text, embed the answer sentences of the new chunks too, in a job of the
+    bulk lane (`answer_vectors`), so the first question about them is answered without embedding (kept
+    within `unit_vectors_kept`)."""
 
 
 class CacheSettings(_Section):

@@ -26,7 +26,9 @@ def reindex(ctx: JobContext) -> dict[str, Any]:
     """A vault, incrementally (payload `vault`), or re-reading every file (`full: true`)."""
     p = ctx.job.payload
     report = ctx.engine.index(Path(p["vault"]), progress=ctx.progress, hooks=ctx, full=bool(p.get("full")))
-    return _result(ctx, ctx.merged_report(report))
+    result = _result(ctx, ctx.merged_report(report))
+    _prepare_answers(ctx, result)
+    return result
 
 
 def upsert_note(ctx: JobContext) -> dict[str, Any]:
@@ -58,7 +60,9 @@ def upsert_note(ctx: JobContext) -> dict[str, Any]:
     ctx.progress(Progress(done=done, total=len(paths), stage="index"))
     if ctx.engine.store.get_meta("vault_root") is None:
         ctx.engine.store.set_meta("vault_root", str(root))
-    return _result(ctx, {**total.to_dict(), "paths": len(paths)})
+    result = _result(ctx, {**total.to_dict(), "paths": len(paths)})
+    _prepare_answers(ctx, result)
+    return result
 
 
 class SourcesFailed(Exception):
@@ -128,6 +132,32 @@ def _fetch_page(ctx: JobContext, url: str) -> WebPage:
         return page
 
 
+def answer_vectors(ctx: JobContext) -> dict[str, Any]:
+    """Embed the answer sentences of chunks not prepared yet, so that first questions wait for no
+    model; queued by indexing that embedded new text. Starts above the last chunk an earlier run reached
+    (chunks written since have higher ids), and resumes above the last one it checkpointed."""
+    start = ctx.checkpoint.get("after", ctx.job.payload.get("after"))  # else where the last one ended
+    done = 0
+
+    def check(last: int) -> None:
+        nonlocal done
+        ctx.check()
+        done += 1
+        ctx.checkpoint["after"] = last
+        ctx.save(Progress(done=done, total=0, stage="answer vectors"), checkpoint=True)
+
+    after = int(start) if start is not None else None
+    return _result(ctx, ctx.engine.answerer.prepare_unit_vectors(after, check=check))
+
+
+def _prepare_answers(ctx: JobContext, report: dict[str, Any]) -> None:
+    """Queue `answer_vectors` when indexing embedded new text (one such job at a time)."""
+    if report.get("chunks_embedded") and ctx.engine.settings.answer.prepare_unit_vectors:
+        from . import submit  # jobs/__init__ imports this module
+
+        submit(ctx.engine, "answer_vectors", {}, dedupe_key="answer_vectors")
+
+
 def backup(ctx: JobContext) -> dict[str, Any]:
     """A backup into `<data dir>/backups/`, then retention (`backup.keep`): the scheduled kind."""
     from ..ops.backup import scheduled_backup  # ops/ sits above jobs/: imported only when one runs
@@ -154,6 +184,7 @@ HANDLERS: dict[str, Handler] = {
     "index_pdf": index_pdf,
     "index_web": index_web,
     "backup": backup,
+    "answer_vectors": answer_vectors,
 }
 
 

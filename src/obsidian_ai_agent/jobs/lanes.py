@@ -7,7 +7,7 @@ import random
 from ..config import LaneSettings, Settings
 from ..store.jobs import LaneLimit
 
-KINDS = ("reindex", "upsert_note", "delete_note", "index_pdf", "index_web", "backup")
+KINDS = ("reindex", "upsert_note", "delete_note", "index_pdf", "index_web", "backup", "answer_vectors")
 
 
 def lane_for(

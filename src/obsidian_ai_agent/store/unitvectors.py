@@ -58,7 +58,23 @@ def save(store: IndexStore, items: dict[str, np.ndarray], max_entries: int) -> N
             )
 
 
+PREPARED = "unit_vectors_prepared"
+"""Meta key: the highest chunk id whose units were embedded ahead of questions (new chunks get higher)."""
+
+
 def clear(store: IndexStore) -> int:
     """Forget every kept vector (they are embedded again when next needed); how many there were."""
     with store._write() as db:
-        return int(db.execute("DELETE FROM unit_vectors").rowcount)
+        n = int(db.execute("DELETE FROM unit_vectors").rowcount)
+    store.set_meta(PREPARED, "0")
+    return n
+
+
+def count(store: IndexStore) -> int:
+    return int(store._query("SELECT COUNT(*) FROM unit_vectors")[0][0])
+
+
+def chunk_ids_after(store: IndexStore, after: int, limit: int) -> list[int]:
+    """The next `limit` chunk ids above `after`, in order: a walk over the index that resumes."""
+    rows = store._query("SELECT id FROM chunks WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+    return [int(r[0]) for r in rows]

@@ -1,0 +1,97 @@
+"""Answer sentences embedded ahead of the questions (`answer.prepare_unit_vectors`, the `answer_vectors`
+job): queued once by indexing that embedded new text, resumable, and afterwards a first question about
+those notes waits for no model."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from obsidian_ai_agent import jobs
+from obsidian_ai_agent.answer import Answerer
+from obsidian_ai_agent.config import load_settings
+from obsidian_ai_agent.engine import Engine
+from obsidian_ai_agent.store import unitvectors
+
+from .conftest import CORPORA
+
+NOTES = ("Manual Testing/Smoke Testing the Tasks Plugin.md", "Manual Testing/Dependencies Samples.md")
+
+
+def _engine(tmp_path: Path, embedder: Any, prepare: bool) -> Engine:
+    vault = tmp_path / "vault"
+    for rel in NOTES:
+        (vault / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(CORPORA / "obsidian-tasks" / "Tasks-Demo_vault" / rel, vault / rel)
+    settings = load_settings(data_dir=tmp_path / "data", vault=vault)
+    settings = settings.model_copy(
+        update={"answer": settings.answer.model_copy(update={"prepare_unit_vectors": prepare})}
+    )
+    return Engine(settings, embedder=embedder)
+
+
+@pytest.fixture
+def engine(tmp_path: Path, embedder: Any) -> Iterator[Engine]:
+    with _engine(tmp_path, embedder, prepare=True) as e:
+        yield e
+
+
+def test_indexing_that_embeds_new_text_queues_one_job_that_prepares_every_answer_sentence(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault = engine.settings.vault
+    assert vault is not None
+    first = jobs.run(engine, jobs.submit_reindex(engine, vault))
+    assert first.result is not None and first.result["chunks_embedded"] > 0
+    queued = engine.jobs.recent(kind="answer_vectors")
+    assert [j.status for j in queued] == ["queued"] and queued[0].lane == "bulk"
+    jobs.run(engine, jobs.submit_reindex(engine, vault, full=True))  # nothing new embedded: no second job
+    assert len(engine.jobs.recent(kind="answer_vectors")) == 1
+
+    done = jobs.run(engine, queued[0].id)
+    assert done.status == "succeeded" and done.result is not None
+    assert done.result["chunks"] == engine.store.counts()["chunks"] and done.result["units"] > 0
+    assert unitvectors.count(engine.store) > 0
+
+    # A fresh answerer (another worker, or after a restart) asks: the model embeds no sentence.
+    calls: list[int] = []
+    real = engine.embedder.embed_short
+
+    def counted(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(engine.embedder, "embed_short", counted)
+    answerer = Answerer(engine.searcher, engine.settings.llm, answer=engine.settings.answer)
+    answer = answerer.ask("What is a smoke test?")
+    assert "preliminary testing" in answer.text and calls == []
+
+
+def test_preparing_resumes_above_the_last_chunk_it_reached(engine: Engine) -> None:
+    vault = engine.settings.vault
+    assert vault is not None
+    engine.index(vault)
+    answerer = engine.answerer
+    last = max(unitvectors.chunk_ids_after(engine.store, 0, 10_000))
+    seen: list[int] = []
+    part = answerer.prepare_unit_vectors(0, check=seen.append, batch=5)
+    assert seen and seen[-1] == last and seen == sorted(seen) and part["after"] == last
+    assert answerer.prepare_unit_vectors(last) == {"chunks": 0, "units": 0, "after": last}
+    assert answerer.prepare_unit_vectors() == {"chunks": 0, "units": 0, "after": last}  # where it ended
+    (Path(str(engine.settings.vault)) / "New.md").write_text("# New\n\nA note written later.\n", "utf-8")
+    engine.index(Path(str(engine.settings.vault)))
+    again = answerer.prepare_unit_vectors()
+    assert again["chunks"] == 1 and again["after"] > last  # only the new chunk
+
+
+def test_with_the_setting_off_indexing_queues_nothing(tmp_path: Path, embedder: Any) -> None:
+    with _engine(tmp_path, embedder, prepare=False) as engine:
+        assert engine.settings.vault is not None
+        done = jobs.run(engine, jobs.submit_reindex(engine, engine.settings.vault))
+        assert done.result is not None and done.result["chunks_embedded"] > 0
+        assert engine.jobs.recent(kind="answer_vectors") == []
