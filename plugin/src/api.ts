@@ -87,8 +87,21 @@ export interface JobAccepted {
 
 export interface Status {
   version: string;
-  index: { sources: number; chunks: number; vectors: number; failed: number };
+  /** `vault`: the server's vault folder, shown to admin keys only (null for others). */
+  index: { sources: number; chunks: number; vectors: number; failed: number; vault?: string | null };
   [key: string]: unknown;
+}
+
+/** A job as `GET /api/jobs/{id}` (admin) shows it, or as `POST /api/reindex` answers (202). */
+export interface Job {
+  job_id?: number;
+  id?: number;
+  status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+  kind: string;
+  lane?: string;
+  result: Record<string, unknown> | null;
+  error: string | null;
+  links?: Record<string, string>;
 }
 
 /** A refusal or failure, with what the user should do in `message`. `status` 0: no answer at all. */
@@ -129,6 +142,11 @@ export function notePath(path: string): string {
 
 export class ApiClient {
   constructor(private readonly config: () => ServerConfig) {}
+
+  /** The server URL as set. */
+  get serverUrl(): string {
+    return this.config().serverUrl.trim();
+  }
 
   private url(route: string): string {
     const base = this.config().serverUrl.trim().replace(/\/+$/, "");
@@ -227,6 +245,17 @@ export class ApiClient {
     }
     if (streamed === null) throw new ApiError(0, "the answer stream ended without an answer; ask again");
     return streamed;
+  }
+
+  /** Starts a reindex of the server's vault as a job (admin keys; 403 otherwise, 409 when the server has
+   * no vault); an unfinished reindex is resumed instead, and its job answered. */
+  reindex(full = false): Promise<Job> {
+    return this.request("POST", "/api/reindex", { full });
+  }
+
+  /** One job (admin keys). */
+  job(id: number): Promise<Job> {
+    return this.request("GET", `/api/jobs/${id}`);
   }
 
   manifest(): Promise<Record<string, string>> {

@@ -1,4 +1,4 @@
-import { ItemView, MarkdownRenderer, MarkdownView, Notice, WorkspaceLeaf } from "obsidian";
+import { ItemView, MarkdownRenderer, MarkdownView, Notice, type TFile, WorkspaceLeaf } from "obsidian";
 import type { Answer, ApiClient, Citation } from "./api";
 import { answerMarkdown, citationLabel, openAllCitations, openCitation } from "./citations";
 
@@ -9,6 +9,25 @@ function citedBy(answer: Answer): { cited: Citation[]; heading: string } {
 }
 
 export const CHAT_VIEW = "obsidian-ai-agent-chat";
+
+/** The server takes questions of up to 4,000 characters. */
+export const MAX_QUESTION = 4000;
+
+/** The question "Ask about the selection" sends: the selected text, quoted, cut to fit the server's limit. */
+export function selectionQuestion(selection: string, noteTitle?: string): string {
+  const lead = `What do my notes say about this passage${noteTitle ? ` (from ${noteTitle})` : ""}?\n\n`;
+  let text = selection.trim().replace(/\n{3,}/g, "\n\n");
+  const room = MAX_QUESTION - lead.length - 4; // the quotes and an ellipsis
+  if (text.length > room) text = text.slice(0, room).trimEnd() + "…";
+  return `${lead}"${text}"`;
+}
+
+/** The question "Ask about the current note" sends. The server's /api/ask has no filter for one note (its
+ * `folder` is a folder, not a file): the answer draws on the whole vault, steered by the note's title,
+ * which every one of its chunks is embedded with. */
+export function noteQuestion(file: TFile): string {
+  return `Summarise what my notes say about ${file.basename}.`.slice(0, MAX_QUESTION);
+}
 
 export class ChatView extends ItemView {
   private messagesEl!: HTMLElement;

@@ -1,11 +1,22 @@
 import { Notice, Plugin, TAbstractFile, TFile, WorkspaceLeaf } from "obsidian";
-import { ApiClient } from "./api";
-import { CHAT_VIEW, ChatView } from "./chat";
+import { ApiClient, ApiError, type Answer, type Job } from "./api";
+import { CHAT_VIEW, ChatView, noteQuestion, selectionQuestion } from "./chat";
 import { RELATED_VIEW, RelatedView } from "./related";
 import { SearchModal } from "./search";
 import { loadApiKey, secretStorageOf, writeSecret } from "./secrets";
-import { AiAgentSettingTab, AiAgentSettings, DEFAULT_SETTINGS, isExcluded, KeyStorage, testConnection } from "./settings";
+import {
+  AiAgentSettingTab,
+  AiAgentSettings,
+  DEFAULT_SETTINGS,
+  isExcluded,
+  KeyStorage,
+  loadSettings,
+  localVaultPath,
+  serverVault,
+  testConnection,
+} from "./settings";
 import { SyncState, SyncStatus, VaultSync } from "./sync";
+import { SyncStateModal } from "./syncstate";
 
 interface PluginData {
   settings: AiAgentSettings;
@@ -13,6 +24,27 @@ interface PluginData {
 }
 
 const FLUSH_AFTER_MS = 2000;
+const JOB_FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** "3 indexed, 1 removed, 40 unchanged, 12 chunks embedded in 4.2 s": a reindex job's result. */
+function reindexSummary(result: Record<string, unknown> | null): string {
+  if (!result) return "";
+  const n = (k: string): number => (typeof result[k] === "number" ? result[k] : 0);
+  const failed = Array.isArray(result.failed) ? result.failed.length : 0;
+  const parts = [
+    `${n("indexed")} indexed`,
+    ...(n("moved") ? [`${n("moved")} moved`] : []),
+    `${n("removed")} removed`,
+    `${n("unchanged")} unchanged`,
+    `${n("chunks_embedded")} chunks embedded`,
+    ...(failed ? [`${failed} failed (the server's index errors list them)`] : []),
+  ];
+  return `: ${parts.join(", ")}${typeof result.seconds === "number" ? ` in ${result.seconds} s` : ""}`;
+}
 
 export default class AiAgentPlugin extends Plugin {
   settings: AiAgentSettings = { ...DEFAULT_SETTINGS };
@@ -25,10 +57,18 @@ export default class AiAgentPlugin extends Plugin {
   private syncState: SyncState = { pending: {} };
   private statusEl: HTMLElement | null = null;
   private flushTimer: number | null = null;
+  /** The status bar's text (the sync state modal repeats it). */
+  private statusText = "";
+  /** Set by the last sync start: the server reads this vault's folder itself (its path), so nothing is pushed. */
+  private serverReadsVault: string | null = null;
+  private unloaded = false;
+  /** How often a reindex job is asked about until it ends, and for how long at most. */
+  jobPollMs = 2000;
+  jobFollowMs = 30 * 60_000;
 
   async onload(): Promise<void> {
     const data = ((await this.loadData()) ?? {}) as Partial<PluginData>;
-    this.settings = { ...DEFAULT_SETTINGS, ...(data.settings ?? {}) };
+    this.settings = loadSettings(data.settings);
     this.syncState = data.sync ?? { pending: {} };
     const key = loadApiKey(this.app, typeof this.settings.apiKey === "string" ? this.settings.apiKey.trim() : "");
     this.settings.apiKey = key.key;
@@ -52,11 +92,33 @@ export default class AiAgentPlugin extends Plugin {
     });
     this.addCommand({ id: "related", name: "Related notes", callback: () => void this.openView(RELATED_VIEW) });
     this.addCommand({
+      id: "ask-selection",
+      name: "Ask about the selection",
+      editorCheckCallback: (checking, editor, ctx) => {
+        const selection = editor.getSelection();
+        if (!selection.trim()) return false;
+        if (!checking) void this.askInChat(selectionQuestion(selection, ctx.file?.basename));
+        return true;
+      },
+    });
+    this.addCommand({
+      id: "ask-note",
+      name: "Ask about the current note",
+      checkCallback: (checking) => {
+        const file = this.app.workspace.getActiveFile();
+        if (!file || !["md", "pdf"].includes(file.extension)) return false;
+        if (!checking) void this.askInChat(noteQuestion(file));
+        return true;
+      },
+    });
+    this.addCommand({
       id: "test-connection",
       name: "Test connection",
-      callback: async () => new Notice((await testConnection(this.client)).message),
+      callback: async () => new Notice((await testConnection(this.client, localVaultPath(this.app))).message),
     });
-    this.addCommand({ id: "sync-now", name: "Sync now", callback: () => void this.startSync(true) });
+    this.addCommand({ id: "sync-now", name: "Sync now", callback: () => this.startSync(true) });
+    this.addCommand({ id: "sync-state", name: "Show sync state per file", callback: () => this.showSyncState() });
+    this.addCommand({ id: "reindex", name: "Reindex the vault (admin keys)", callback: () => this.reindex() });
 
     this.statusEl = this.addStatusBarItem();
     // Vault `create` events fire for every file while the vault loads: listen only once it is ready.
@@ -64,6 +126,7 @@ export default class AiAgentPlugin extends Plugin {
   }
 
   onunload(): void {
+    this.unloaded = true;
     if (this.flushTimer !== null) window.clearTimeout(this.flushTimer);
   }
 
@@ -82,15 +145,97 @@ export default class AiAgentPlugin extends Plugin {
     await this.saveData({ settings: { ...this.settings, apiKey }, sync: this.syncState } satisfies PluginData);
   }
 
-  private async openView(type: string): Promise<void> {
+  private async openView(type: string): Promise<WorkspaceLeaf | null> {
     const { workspace } = this.app;
     let leaf: WorkspaceLeaf | null = workspace.getLeavesOfType(type)[0] ?? null;
     if (!leaf) {
       leaf = workspace.getRightLeaf(false);
-      if (!leaf) return;
+      if (!leaf) return null;
       await leaf.setViewState({ type, active: true });
     }
-    await workspace.revealLeaf(leaf);
+    await workspace.revealLeaf(leaf); // loads a deferred view too
+    return leaf;
+  }
+
+  /** Asks in the chat pane (opened if need be), as if typed there: the pane streams the answer, lists its
+   * sources and offers its actions; null when the pane could not be opened or the ask failed (a notice). */
+  async askInChat(question: string): Promise<Answer | null> {
+    const view = (await this.openView(CHAT_VIEW))?.view;
+    if (!(view instanceof ChatView)) {
+      new Notice("AI Agent: the chat pane could not be opened; open it with the command \"Open chat\" and ask there.");
+      return null;
+    }
+    return view.submit(question);
+  }
+
+  /** POST /api/reindex (admin keys): a notice with the job, then one when it ends. */
+  async reindex(): Promise<Job | null> {
+    let job: Job;
+    try {
+      job = await this.client.reindex();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 403) {
+        new Notice(
+          "AI Agent: reindexing needs an admin key, and this key lacks the admin scope. Make one on the server " +
+            "(`obsidian-ai-agent keys create --name admin --scope admin`) and set it here while you reindex, or run " +
+            `\`obsidian-ai-agent index\` on the server. (${e.message})`,
+        );
+      } else {
+        new Notice(`AI Agent: the reindex did not start: ${messageOf(e)}`);
+      }
+      return null;
+    }
+    const id = job.job_id ?? job.id ?? 0;
+    if (JOB_FINISHED.has(job.status)) {
+      this.jobEnded(id, job);
+      return job;
+    }
+    new Notice(`AI Agent: the server is reindexing its vault: job ${id} (${job.status}${job.lane ? `, ${job.lane} lane` : ""}); a notice follows when it ends.`);
+    void this.followJob(id);
+    return job;
+  }
+
+  private jobEnded(id: number, job: Job): void {
+    if (job.status === "succeeded") new Notice(`AI Agent: reindex job ${id} done${reindexSummary(job.result)}.`);
+    else new Notice(`AI Agent: reindex job ${id} ${job.status}${job.error ? `: ${job.error}` : ""}.`);
+  }
+
+  /** Asks about the job until it ends (at most `jobFollowMs`), then says how it ended. */
+  private async followJob(id: number): Promise<void> {
+    const until = Date.now() + this.jobFollowMs;
+    let failures = 0;
+    while (!this.unloaded) {
+      await new Promise((resolve) => window.setTimeout(resolve, this.jobPollMs));
+      if (this.unloaded) return;
+      if (Date.now() > until) {
+        new Notice(`AI Agent: reindex job ${id} is still running; follow it at /api/jobs/${id} or on the server's dashboard.`);
+        return;
+      }
+      try {
+        const job = await this.client.job(id);
+        failures = 0;
+        if (JOB_FINISHED.has(job.status)) return this.jobEnded(id, job);
+      } catch (e) {
+        if (++failures >= 3) {
+          new Notice(`AI Agent: cannot follow reindex job ${id} (${messageOf(e)}); it goes on on the server.`);
+          return;
+        }
+      }
+    }
+  }
+
+  /** The sync state per file, in a modal. */
+  showSyncState(): SyncStateModal {
+    const summary = this.serverReadsVault !== null
+      ? `Sync is off for this server: it reads this vault's folder itself (${this.serverReadsVault}); nothing is pushed.`
+      : !this.settings.syncEnabled
+        ? "Sync is off: nothing is pushed (turn it on in the settings only for a server on another machine)."
+        : this.sync === null
+          ? "Sync has not started yet (it starts once the workspace is ready, or with \"Sync now\")."
+          : this.statusText || "Sync is starting.";
+    const modal = new SyncStateModal(this.app, summary, this.sync?.files() ?? []);
+    modal.open();
+    return modal;
   }
 
   private showStatus(status: SyncStatus): void {
@@ -100,6 +245,7 @@ export default class AiAgentPlugin extends Plugin {
         : status.state === "syncing"
           ? `AI sync: syncing ${status.remaining}`
           : `AI sync: error (${status.remaining} waiting)`;
+    this.statusText = status.state === "error" ? `${text}: ${status.message}` : text;
     this.statusEl?.setText(text);
     if (status.state === "error") new Notice(`AI Agent sync stopped: ${status.message}. It retries on the next change or "Sync now".`);
   }
@@ -119,7 +265,7 @@ export default class AiAgentPlugin extends Plugin {
       this.flushTimer = window.setTimeout(() => void sync.flush(), FLUSH_AFTER_MS);
     };
     const on = (f: TAbstractFile, fn: () => void): void => {
-      if (this.settings.syncEnabled && f instanceof TFile) {
+      if (this.settings.syncEnabled && this.serverReadsVault === null && f instanceof TFile) {
         fn();
         later();
       }
@@ -138,6 +284,7 @@ export default class AiAgentPlugin extends Plugin {
       if (asked) new Notice("AI Agent: sync is off; turn it on in the settings (only for a remote server).");
       return;
     }
+    if (await this.checkServerReadsVault(asked)) return;
     const sync = this.ensureSync();
     try {
       await sync.diff();
@@ -146,5 +293,33 @@ export default class AiAgentPlugin extends Plugin {
       return;
     }
     await sync.flush();
+  }
+
+  /** Whether the server reads this vault's folder itself (same machine), where /status shows its vault
+   * (to an admin key, or when the server needs no key): then sync stays off and nothing is pushed. A key
+   * that cannot tell, or a failed /status, lets sync go on (its own requests report what is wrong). */
+  private async checkServerReadsVault(asked: boolean): Promise<boolean> {
+    const local = localVaultPath(this.app);
+    let reads: string | null = null;
+    if (local !== null) {
+      try {
+        const vault = serverVault(await this.client.status(), this.client.serverUrl, local);
+        if (vault.readsThisVault) reads = vault.path;
+      } catch {
+        // cannot tell: the manifest request says what is wrong
+      }
+    }
+    const before = this.serverReadsVault;
+    this.serverReadsVault = reads;
+    if (reads === null) return false;
+    this.statusText = "AI sync: off (the server reads this vault)";
+    this.statusEl?.setText(this.statusText);
+    if (asked || before === null) {
+      new Notice(
+        `AI Agent: the server at ${this.client.serverUrl} reads this vault's folder itself (${reads}): sync stays off and nothing is pushed. ` +
+          "Turn \"Sync the vault to the server\" off in the settings.",
+      );
+    }
+    return true;
   }
 }

@@ -1,12 +1,14 @@
-import { App, Notice, PluginSettingTab, Setting } from "obsidian";
-import { ApiClient, ApiError } from "./api";
+import { App, FileSystemAdapter, Notice, PluginSettingTab, Setting } from "obsidian";
+import { ApiClient, ApiError, type Status } from "./api";
 
 export interface AiAgentSettings {
   serverUrl: string;
   apiKey: string;
   searchMode: "hybrid" | "keyword" | "semantic";
   syncEnabled: boolean;
-  /** Vault folders that are never pushed (one per line). */
+  /** Vault folders that are synced (one per line); empty: the whole vault. */
+  includeFolders: string[];
+  /** Vault folders that are never pushed (one per line), even inside an included folder. */
   excludeFolders: string[];
 }
 
@@ -15,21 +17,82 @@ export const DEFAULT_SETTINGS: AiAgentSettings = {
   apiKey: "",
   searchMode: "hybrid",
   syncEnabled: false,
+  includeFolders: [],
   excludeFolders: [],
 };
 
-export function isExcluded(settings: AiAgentSettings, path: string): boolean {
-  return settings.excludeFolders.some((f) => f && (path === f || path.startsWith(f.replace(/\/+$/, "") + "/")));
+function folders(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((f): f is string => typeof f === "string").map((f) => f.trim()).filter(Boolean) : [];
 }
 
-/** One line saying what works or exactly what is wrong; `ok` false for any failure. */
-export async function testConnection(client: ApiClient): Promise<{ ok: boolean; message: string }> {
+/** The settings saved in data.json over the defaults; a field an older version did not save (or a
+ * folder list that is not a list) takes its default. */
+export function loadSettings(saved: unknown): AiAgentSettings {
+  const s = { ...DEFAULT_SETTINGS, ...(saved && typeof saved === "object" ? (saved as Partial<AiAgentSettings>) : {}) };
+  return { ...s, includeFolders: folders(s.includeFolders), excludeFolders: folders(s.excludeFolders) };
+}
+
+/** The folders named (`Folder`, `Folder/` and `/Folder` are the same folder), blanks left out. */
+function folderNames(list: string[]): string[] {
+  return list.map((f) => f.trim().replace(/^\/+|\/+$/g, "")).filter(Boolean);
+}
+
+function under(folders: string[], path: string): boolean {
+  return folders.some((f) => path === f || path.startsWith(f + "/"));
+}
+
+/** Not synced: outside every synced folder (when any is set: none is the whole vault), or inside a
+ * folder never synced (also within a synced one). */
+export function isExcluded(settings: AiAgentSettings, path: string): boolean {
+  const include = folderNames(settings.includeFolders);
+  return (include.length > 0 && !under(include, path)) || under(folderNames(settings.excludeFolders), path);
+}
+
+/** This vault's folder on disk, where the app has one (desktop); null on mobile. */
+export function localVaultPath(app: App): string | null {
+  const adapter = app.vault.adapter;
+  return typeof FileSystemAdapter === "function" && adapter instanceof FileSystemAdapter ? adapter.getBasePath() : null;
+}
+
+function isLoopback(serverUrl: string): boolean {
+  try {
+    const host = new URL(serverUrl).hostname.replace(/^\[|\]$/g, "");
+    return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+  } catch {
+    return false;
+  }
+}
+
+function samePath(a: string, b: string): boolean {
+  const norm = (p: string): string => p.replace(/\\/g, "/").replace(/\/+$/, "");
+  const [x, y] = [norm(a), norm(b)];
+  return /^[a-z]:\//i.test(x) ? x.toLowerCase() === y.toLowerCase() : x === y;
+}
+
+/** What /status tells about the server's vault: whether it is this vault's folder on this machine.
+ * The server shows its vault folder to admin keys only (and to everyone when it needs no key);
+ * `known` false: this key cannot tell. Same machine means a loopback server URL and the same folder
+ * (the server's is resolved; a vault reached through a symlink is not recognised). */
+export function serverVault(status: Status, serverUrl: string, local: string | null): { known: boolean; path: string | null; readsThisVault: boolean } {
+  const path = typeof status.index.vault === "string" && status.index.vault ? status.index.vault : null;
+  return { known: path !== null, path, readsThisVault: path !== null && local !== null && isLoopback(serverUrl) && samePath(path, local) };
+}
+
+/** One line saying what works or exactly what is wrong; `ok` false for any failure. With `local` (this
+ * vault's folder), it also says whether the server reads this vault itself, where the key can tell. */
+export async function testConnection(client: ApiClient, local: string | null = null): Promise<{ ok: boolean; message: string }> {
   try {
     const status = await client.status();
     const i = status.index;
+    const vault = serverVault(status, client.serverUrl, local);
+    const where = vault.readsThisVault
+      ? `; it reads this vault's folder itself (${vault.path}): leave sync off`
+      : vault.path !== null
+        ? `; its vault: ${vault.path}`
+        : "";
     return {
       ok: true,
-      message: `Connected: server ${status.version}, ${i.sources} sources, ${i.chunks} chunks indexed`,
+      message: `Connected: server ${status.version}, ${i.sources} sources, ${i.chunks} chunks indexed${where}`,
     };
   } catch (e) {
     if (e instanceof ApiError) {
@@ -98,7 +161,7 @@ export class AiAgentSettingTab extends PluginSettingTab {
       .setDesc("Checks the URL and the key against the server's /status.")
       .addButton((b) =>
         b.setButtonText("Test connection").onClick(async () => {
-          const result = await testConnection(this.host.client);
+          const result = await testConnection(this.host.client, localVaultPath(this.app));
           new Notice(result.message);
         }),
       );
@@ -115,7 +178,11 @@ export class AiAgentSettingTab extends PluginSettingTab {
       );
     new Setting(containerEl)
       .setName("Sync the vault to the server")
-      .setDesc("Only for a server on another machine. Off when the server reads this vault itself.")
+      .setDesc(
+        "Turn on only for a server on another machine, which has no copy of this vault: the plugin then pushes the notes to it. " +
+          "Leave it off when the server runs on this machine and reads this vault's folder itself (it indexes the files as they change); " +
+          "where the server shows its vault folder (to an admin key, or when it needs no key), sync stays off for it anyway and Test connection says so.",
+      )
       .addToggle((t) =>
         t.setValue(s.syncEnabled).onChange((v) => {
           s.syncEnabled = v;
@@ -123,8 +190,17 @@ export class AiAgentSettingTab extends PluginSettingTab {
         }),
       );
     new Setting(containerEl)
+      .setName("Folders synced")
+      .setDesc("One vault folder per line; empty: the whole vault. Applied at the next Sync now or start; notes already on the server outside them stay there.")
+      .addTextArea((t) =>
+        t.setValue(s.includeFolders.join("\n")).onChange((v) => {
+          s.includeFolders = v.split("\n").map((f) => f.trim()).filter(Boolean);
+          save();
+        }),
+      );
+    new Setting(containerEl)
       .setName("Folders never synced")
-      .setDesc("One vault folder per line.")
+      .setDesc("One vault folder per line, also inside a synced folder.")
       .addTextArea((t) =>
         t.setValue(s.excludeFolders.join("\n")).onChange((v) => {
           s.excludeFolders = v.split("\n").map((f) => f.trim()).filter(Boolean);

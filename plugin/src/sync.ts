@@ -55,6 +55,14 @@ export interface SyncOptions {
   onStatus: (status: SyncStatus) => void;
 }
 
+/** What the sync knows of one file (`VaultSync.files`). `unknown`: not compared with the server yet (no
+ * manifest read since the start); `excluded`: a note outside the synced folders. `error`: why the last
+ * push of a queued file failed (it is still queued). */
+export type FileState =
+  | { path: string; state: "synced" | "unknown" | "excluded" }
+  | { path: string; state: "put" | "delete"; error?: string }
+  | { path: string; state: "move"; from: string; error?: string };
+
 export type SyncStatus =
   | { state: "synced" }
   | { state: "syncing"; remaining: number }
@@ -77,6 +85,10 @@ export async function sha256Hex(text: string): Promise<string> {
 
 export class VaultSync {
   readonly pending: Map<string, Op>;
+  /** Why the last push of a queued path failed; cleared when it goes through. */
+  private readonly errors = new Map<string, string>();
+  /** Whether a manifest was compared with the vault since the start. */
+  private compared = false;
   private readonly options: SyncOptions;
   private running: Promise<void> | null = null;
   private again = false;
@@ -119,8 +131,29 @@ export class VaultSync {
       if (to !== undefined) this.pending.set(to, `move:${path}`);
       else this.pending.set(path, "delete");
     }
+    this.compared = true;
     await this.save();
     return this.pending.size;
+  }
+
+  /** Every file the sync knows, read-only: the vault's notes (synced, or outside the synced folders) and
+   * every queued path with its op and the error of its last push. */
+  files(): FileState[] {
+    const out = new Map<string, FileState>();
+    for (const file of this.vault.getMarkdownFiles()) {
+      const state = this.options.excluded(file.path) ? "excluded" : this.compared ? "synced" : "unknown";
+      out.set(file.path, { path: file.path, state });
+    }
+    for (const [path, op] of this.pending) {
+      const from = movedFrom(op);
+      const error = this.errors.get(path);
+      const state: FileState = from !== null ? { path, state: "move", from } : { path, state: op === "delete" ? "delete" : "put" };
+      out.set(path, error === undefined ? state : { ...state, error });
+    }
+    // Failed first, then queued, then the rest, the notes outside the synced folders last; each by path.
+    const rank = (f: FileState): number =>
+      f.state === "synced" || f.state === "unknown" ? 2 : f.state === "excluded" ? 3 : "error" in f && f.error !== undefined ? 0 : 1;
+    return [...out.values()].sort((a, b) => rank(a) - rank(b) || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   }
 
   private tracked(path: string): boolean {
@@ -197,7 +230,13 @@ export class VaultSync {
       try {
         for (const [path, op] of batch) {
           if (this.pending.get(path) !== op) continue; // changed meanwhile: the newer op is queued
-          await this.push(path, op);
+          try {
+            await this.push(path, op);
+          } catch (e) {
+            this.errors.set(path, e instanceof Error ? e.message : String(e));
+            throw e;
+          }
+          this.errors.delete(path);
           if (this.pending.get(path) === op) this.pending.delete(path);
         }
         return null;

@@ -118,9 +118,22 @@ export class TFile extends TAbstractFile {
   }
 }
 
+/** The desktop adapter: the vault is a folder on disk (on mobile, another adapter, without a path). */
+export class FileSystemAdapter {
+  constructor(private readonly basePath: string) {}
+  getName(): string {
+    return this.basePath.slice(this.basePath.lastIndexOf("/") + 1);
+  }
+  getBasePath(): string {
+    return this.basePath;
+  }
+}
+
 export class Vault extends Events {
   configDir = ".obsidian";
   files = new Map<string, string>();
+  /** A folder of its own unless a test says where the vault is (or, for mobile, gives another adapter). */
+  adapter: unknown = new FileSystemAdapter("/fake/vault");
   getMarkdownFiles(): TFile[] {
     return [...this.files.keys()].filter((p) => p.endsWith(".md")).map((p) => new TFile(p));
   }
@@ -153,8 +166,13 @@ export class Workspace extends Events {
   async openLinkText(linktext: string, sourcePath: string, newLeaf?: unknown): Promise<void> {
     this.opened.push({ linktext, sourcePath, newLeaf });
   }
+  /** The active leaf's file, else that of the main area's most recent leaf (as with a sidebar focused). */
   getActiveFile(): TFile | null {
-    return null;
+    const fileOf = (leaf: WorkspaceLeaf | null | undefined): TFile | null => {
+      const file = (leaf?.view as { file?: unknown } | null)?.file;
+      return file instanceof TFile ? file : null;
+    };
+    return fileOf(this.activeLeaf) ?? fileOf(this.getMostRecentLeaf());
   }
   /** A new leaf in the main area (a tab). */
   getLeaf(): WorkspaceLeaf {
@@ -175,13 +193,22 @@ export class Workspace extends Events {
   getMostRecentLeaf(): WorkspaceLeaf | null {
     return this.rootLeaves[this.rootLeaves.length - 1] ?? null;
   }
-  getLeavesOfType(): WorkspaceLeaf[] {
-    return [];
+  /** The views plugins registered (`Plugin.registerView`), by type: what `setViewState` makes. */
+  viewCreators = new Map<string, (leaf: WorkspaceLeaf) => unknown>();
+  /** Leaves of the right sidebar (from `getRightLeaf`). */
+  rightLeaves: WorkspaceLeaf[] = [];
+  revealed: WorkspaceLeaf[] = [];
+  getLeavesOfType(type: string): WorkspaceLeaf[] {
+    return [...this.rootLeaves, ...this.rightLeaves].filter((l) => (l.view as { getViewType?: () => string } | null)?.getViewType?.() === type);
   }
   getRightLeaf(): WorkspaceLeaf | null {
-    return null;
+    const leaf = new WorkspaceLeaf(this.app);
+    this.rightLeaves.push(leaf);
+    return leaf;
   }
-  async revealLeaf(): Promise<void> {}
+  async revealLeaf(leaf: WorkspaceLeaf): Promise<void> {
+    this.revealed.push(leaf);
+  }
 }
 
 /** App.secretStorage (Obsidian 1.11.4+): secrets kept by the app on this device, outside the vault. */
@@ -233,7 +260,15 @@ export class Component {
 export class WorkspaceLeaf {
   view: unknown = null;
   constructor(readonly app: App) {}
-  async setViewState(): Promise<void> {}
+  /** Makes the registered view of that type in this leaf and opens it, as Obsidian does. */
+  async setViewState(state: { type: string; active?: boolean }): Promise<void> {
+    const create = this.app.workspace.viewCreators.get(state.type);
+    if (!create) return;
+    const view = create(this) as { onOpen?: () => Promise<void> | void };
+    this.view = view;
+    await view.onOpen?.();
+    if (state.active) this.app.workspace.setActiveLeaf(this);
+  }
   /** Opens the file in a Markdown view whose editor holds the vault's text, the cursor at its end. */
   async openFile(file: TFile): Promise<void> {
     const view = new MarkdownView(this);
@@ -331,11 +366,32 @@ export const MarkdownRenderer = {
 export class Modal {
   /** Every modal opened, the latest last. */
   static opened: Modal[] = [];
+  containerEl = new FakeEl();
+  modalEl = new FakeEl();
+  titleEl = new FakeEl();
+  contentEl = new FakeEl();
+  isOpen = false;
   constructor(readonly app: App) {}
   open(): void {
     Modal.opened.push(this);
+    this.isOpen = true;
+    void this.onOpen();
   }
-  close(): void {}
+  close(): void {
+    if (!this.isOpen) return;
+    this.isOpen = false;
+    this.onClose();
+  }
+  onOpen(): Promise<void> | void {}
+  onClose(): void {}
+  setTitle(title: string): this {
+    this.titleEl.setText(title);
+    return this;
+  }
+  setContent(content: string): this {
+    this.contentEl.setText(content);
+    return this;
+  }
 }
 
 export interface Instruction {
@@ -358,6 +414,17 @@ export abstract class SuggestModal<T> extends Modal {
   abstract onChooseSuggestion(item: T, evt: MouseEvent | KeyboardEvent): void;
 }
 
+/** A command, as obsidian.d.ts has it: Obsidian runs `editorCheckCallback` (or `editorCallback`) with the
+ * active editor and its view, `checkCallback` with `checking` true to see whether it is offered. */
+export interface Command {
+  id: string;
+  name: string;
+  callback?: () => unknown;
+  checkCallback?: (checking: boolean) => boolean | void;
+  editorCallback?: (editor: Editor, ctx: MarkdownView) => unknown;
+  editorCheckCallback?: (checking: boolean, editor: Editor, ctx: MarkdownView) => boolean | void;
+}
+
 export class Plugin extends Component {
   data: unknown = null;
   constructor(readonly app: App) {
@@ -371,13 +438,14 @@ export class Plugin extends Component {
   }
   /** What `registerView` and `addCommand` were given, by view type and command id. */
   views = new Map<string, (leaf: WorkspaceLeaf) => unknown>();
-  commands = new Map<string, { id: string; name: string; callback?: () => unknown }>();
+  commands = new Map<string, Command>();
   registerView(type: string, viewCreator: (leaf: WorkspaceLeaf) => unknown): void {
     this.views.set(type, viewCreator);
+    this.app.workspace.viewCreators.set(type, viewCreator);
   }
   addSettingTab(): void {}
   addRibbonIcon(): void {}
-  addCommand<C extends { id: string; name: string; callback?: () => unknown }>(command: C): C {
+  addCommand<C extends Command>(command: C): C {
     this.commands.set(command.id, command);
     return command;
   }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import { ApiClient, type Answer, type JobAccepted } from "../src/api";
 import type AiAgentPlugin from "../src/main";
 import * as obsidian from "./fake-obsidian";
-import { App, FakeEl, MarkdownView, Modal, Notice, TFile, WorkspaceLeaf } from "./fake-obsidian";
+import { App, FakeEl, FileSystemAdapter, MarkdownView, Modal, Notice, TFile, WorkspaceLeaf } from "./fake-obsidian";
 
 const server = inject("server");
 const ROOT = resolve(import.meta.dirname, "..");
@@ -113,7 +113,17 @@ describe("the built plugin against the real server", () => {
   it("requires only `obsidian`, listens to the vault once the layout is ready, and finds nothing to push", async () => {
     await plugin.onload();
     expect(new Set(built.required)).toEqual(new Set(["obsidian"])); // once per module of the bundle
-    expect([...plugin.commands.keys()].sort()).toEqual(["open-chat", "related", "search", "sync-now", "test-connection"]);
+    expect([...plugin.commands.keys()].sort()).toEqual([
+      "ask-note",
+      "ask-selection",
+      "open-chat",
+      "reindex",
+      "related",
+      "search",
+      "sync-now",
+      "sync-state",
+      "test-connection",
+    ]);
     event("create", "Loading.md");
     expect(plugin.sync).toBeNull(); // vault load events are not sync work
 
@@ -236,6 +246,98 @@ describe("the built plugin against the real server", () => {
     for (const t of targets) expect(names.has(t), t).toBe(true);
     expect(Notice.shown).toEqual(["AI Agent: the answer was inserted into Draft."]);
     vi.stubGlobal("fetch", realFetch);
+  });
+
+  it("asks about the selection in the chat pane, which streams an answer whose citations are notes of the vault", async () => {
+    const asked: string[] = [];
+    const realFetch = globalThis.fetch;
+    vi.stubGlobal("fetch", async (url: string, init: RequestInit) => {
+      const response = await realFetch(url, init);
+      asked.push(`${url} ${response.headers.get("content-type")} ${init.body as string}`);
+      return response;
+    });
+    const leaf = app.workspace.getLeaf();
+    await leaf.openFile(new TFile("Getting Started/Recurring Tasks.md"));
+    app.workspace.setActiveLeaf(leaf);
+    const view = leaf.view as MarkdownView;
+    const passage = "For example: `🔁 every weekday` means the task will repeat every week on Monday through Friday.";
+    const start = view.editor.getValue().indexOf(passage);
+    view.editor.setSelection(view.editor.offsetToPos(start), view.editor.offsetToPos(start + passage.length));
+    const ask = plugin.commands.get("ask-selection")!.editorCheckCallback!;
+    expect(ask(true, view.editor, view)).toBe(true);
+    ask(false, view.editor, view);
+
+    const pane = () => app.workspace.getLeavesOfType("obsidian-ai-agent-chat")[0]?.view as { contentEl: FakeEl } | undefined;
+    await until(() => !!pane()?.contentEl.all().some((e) => e.tag === "button" && e.text === "Copy"), "the answer in the chat pane");
+    vi.stubGlobal("fetch", realFetch);
+    expect(asked).toHaveLength(1); // streamed: no plain request as a fallback
+    expect(asked[0]).toContain(`${server.url}/api/ask text/event-stream`);
+    expect(asked[0]).toContain(JSON.stringify(`What do my notes say about this passage (from Recurring Tasks)?\n\n"${passage}"`));
+    const out = pane()!.contentEl.all();
+    const links = out.filter((e) => e.tag === "a");
+    expect(links.length).toBeGreaterThan(0);
+    expect(out.some((e) => e.text.startsWith("Could not answer"))).toBe(false);
+    app.workspace.opened.length = 0;
+    for (const a of links) a.onclick!({ preventDefault() {} });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(app.workspace.opened.length).toBe(links.length);
+    for (const o of app.workspace.opened) expect(app.vault.files.has(o.linktext.split("#")[0]), o.linktext).toBe(true);
+    expect(app.workspace.opened.some((o) => o.linktext.startsWith("Getting Started/Recurring Tasks.md"))).toBe(true);
+
+    // About the current note: the same pane, a question naming the note.
+    const before = out.filter((e) => e.tag === "button" && e.text === "Copy").length;
+    plugin.commands.get("ask-note")!.checkCallback!(false);
+    await until(() => pane()!.contentEl.all().filter((e) => e.tag === "button" && e.text === "Copy").length === before + 1, "the second answer");
+    expect(app.workspace.getLeavesOfType("obsidian-ai-agent-chat")).toHaveLength(1);
+    expect(pane()!.contentEl.textContent).toContain("Summarise what my notes say about Recurring Tasks.");
+  });
+
+  it("starts a reindex with the admin key and says when it is done; a key without admin gets told it needs one", async () => {
+    Notice.shown.length = 0;
+    plugin.jobPollMs = 200;
+    const job = await plugin.reindex();
+    expect(job).not.toBeNull();
+    const id = job!.job_id!;
+    expect(Notice.shown[0]).toMatch(new RegExp(`^AI Agent: the server is reindexing its vault: job ${id} \\((queued|running), bulk lane\\)`));
+    const detail = await client.request<{ kind: string; payload: { full: boolean } }>("GET", `/api/jobs/${id}`);
+    expect(detail).toMatchObject({ kind: "reindex", payload: { full: false } });
+    await until(() => Notice.shown.length >= 2, "the reindex's end");
+    expect(Notice.shown[1]).toMatch(new RegExp(`^AI Agent: reindex job ${id} done: \\d+ indexed, .*\\d+ unchanged, \\d+ chunks embedded in [\\d.]+ s\\.$`));
+
+    const made = await client.request<{ key: string }>("POST", "/api/keys", { name: "plugin-e2e-rw", scopes: ["read", "write"] });
+    plugin.settings.apiKey = made.key;
+    Notice.shown.length = 0;
+    await plugin.commands.get("reindex")!.callback!();
+    expect(Notice.shown).toHaveLength(1);
+    expect(Notice.shown[0]).toMatch(/^AI Agent: reindexing needs an admin key, and this key lacks the admin scope/);
+    plugin.settings.apiKey = server.key;
+  });
+
+  it("shows the sync state of every note, and keeps sync off for a server that reads this vault's folder itself", async () => {
+    Modal.opened.length = 0;
+    plugin.commands.get("sync-state")!.callback!();
+    const modal = Modal.opened[0];
+    const rows = modal.contentEl.all().filter((e) => e.classes.has("oaa-sync-file"));
+    expect(rows.length).toBe(app.vault.getMarkdownFiles().length);
+    expect(modal.contentEl.all().find((e) => e.classes.has("oaa-sync-summary"))!.text).toBe("AI sync: synced");
+
+    // The plugin in the server's own vault folder: the admin key sees the server's vault in /status.
+    const adapter = app.vault.adapter;
+    app.vault.adapter = new FileSystemAdapter(server.vault);
+    const manifests = () => obsidian.requests.filter((r) => r.url.endsWith("/api/notes/manifest")).length;
+    const before = manifests();
+    Notice.shown.length = 0;
+    await command("sync-now")();
+    expect(manifests()).toBe(before); // nothing compared, nothing pushed
+    expect(status.text).toBe("AI sync: off (the server reads this vault)");
+    expect(Notice.shown[0]).toContain(`reads this vault's folder itself (${server.vault}): sync stays off and nothing is pushed`);
+    await command("test-connection")();
+    expect(Notice.shown[1]).toMatch(/; it reads this vault's folder itself \(.+\): leave sync off$/);
+
+    app.vault.adapter = adapter;
+    await command("sync-now")();
+    expect(manifests()).toBe(before + 1);
+    await until(() => status.text === "AI sync: synced", "sync back on");
   });
 
   it("says in notices that a refused key or a dead server is what is wrong", async () => {

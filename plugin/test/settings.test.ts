@@ -1,6 +1,6 @@
 import { describe, expect, inject, it } from "vitest";
 import { ApiClient } from "../src/api";
-import { AiAgentSettingTab, DEFAULT_SETTINGS, isExcluded, testConnection, type AiAgentSettings } from "../src/settings";
+import { AiAgentSettingTab, DEFAULT_SETTINGS, isExcluded, loadSettings, testConnection, type AiAgentSettings } from "../src/settings";
 import { App, Notice, Setting } from "./fake-obsidian";
 
 const server = inject("server");
@@ -9,7 +9,8 @@ describe("Test connection", () => {
   it("reports the server's version and index counts for a good key", async () => {
     const r = await testConnection(new ApiClient(() => ({ serverUrl: server.url, apiKey: server.key })));
     expect(r.ok).toBe(true);
-    expect(r.message).toMatch(/^Connected: server \S+, \d+ sources, \d+ chunks indexed$/);
+    // This admin key sees the server's vault folder, which is named after the counts.
+    expect(r.message).toMatch(/^Connected: server \S+, \d+ sources, \d+ chunks indexed; its vault: \/\S+$/);
   });
 
   it("reports a 401 for a bad key", async () => {
@@ -41,10 +42,66 @@ describe("Test connection", () => {
   });
 });
 
-describe("excluded folders", () => {
-  it("cover the folder and what is under it only", () => {
+describe("Test connection and the server's vault", () => {
+  const admin = new ApiClient(() => ({ serverUrl: server.url, apiKey: server.key }));
+
+  it("says that the server reads this vault's folder itself, where the key sees the server's vault", async () => {
+    const r = await testConnection(admin, server.vault);
+    expect(r.message).toMatch(/^Connected: server \S+, \d+ sources, \d+ chunks indexed; it reads this vault's folder itself \((.+)\): leave sync off$/);
+    const other = await testConnection(admin, "/somewhere/else");
+    expect(other.message).toMatch(/; its vault: \/.+$/);
+  });
+
+  it("says nothing of it for a key that does not see the server's vault (read and write keys)", async () => {
+    const made = await admin.request<{ key: string }>("POST", "/api/keys", { name: "plugin-settings-test", scopes: ["read", "write"] });
+    const r = await testConnection(new ApiClient(() => ({ serverUrl: server.url, apiKey: made.key })), server.vault);
+    expect(r.message).toMatch(/^Connected: server \S+, \d+ sources, \d+ chunks indexed$/);
+  });
+});
+
+describe("synced folders", () => {
+  it("exclude a folder and what is under it only", () => {
     const s = { ...DEFAULT_SETTINGS, excludeFolders: ["Private/"] };
     expect(isExcluded(s, "Private/a.md")).toBe(true);
     expect(isExcluded(s, "Privateer.md")).toBe(false);
+  });
+
+  it("include, when any is set, only their notes, less the excluded folders within them", () => {
+    const s = { ...DEFAULT_SETTINGS, includeFolders: ["Work", "/Projects/Active/", " "], excludeFolders: ["Work/Secret"] };
+    expect(isExcluded(s, "Work/a.md")).toBe(false);
+    expect(isExcluded(s, "Projects/Active/b.md")).toBe(false);
+    expect(isExcluded(s, "Projects/Old/c.md")).toBe(true);
+    expect(isExcluded(s, "Workshop/d.md")).toBe(true);
+    expect(isExcluded(s, "Top.md")).toBe(true);
+    expect(isExcluded(s, "Work/Secret/e.md")).toBe(true);
+    // Blank lines only: the whole vault.
+    expect(isExcluded({ ...DEFAULT_SETTINGS, includeFolders: ["", "/"] }, "Top.md")).toBe(false);
+    expect(isExcluded(DEFAULT_SETTINGS, "Top.md")).toBe(false);
+  });
+
+  it("load from settings saved before there were included folders (none: the whole vault)", () => {
+    const old = { serverUrl: "https://notes.example.org", apiKey: "", searchMode: "keyword", syncEnabled: true, excludeFolders: ["Private"] };
+    const s = loadSettings(old);
+    expect(s).toEqual({ ...DEFAULT_SETTINGS, ...old, includeFolders: [] });
+    expect(loadSettings(undefined)).toEqual(DEFAULT_SETTINGS);
+    expect(loadSettings({ includeFolders: "Work", excludeFolders: [3, " A "] })).toMatchObject({ includeFolders: [], excludeFolders: ["A"] });
+    s.includeFolders.push("X");
+    expect(DEFAULT_SETTINGS.includeFolders).toEqual([]); // not shared with the defaults
+  });
+
+  it("are two text areas of the settings tab, one folder a line", () => {
+    const settings: AiAgentSettings = { ...DEFAULT_SETTINGS, includeFolders: ["Work"], excludeFolders: [] };
+    const host = { settings, client: new ApiClient(() => settings), saved: 0, async saveSettings() { host.saved++; } };
+    Setting.all.length = 0;
+    new AiAgentSettingTab(new App() as never, host as never).display();
+    const synced = Setting.all.find((s) => s.name === "Folders synced")!;
+    expect(synced.desc).toMatch(/empty: the whole vault/);
+    expect(synced.controls[0].value).toBe("Work");
+    synced.controls[0].change("Work\n\n Projects/Active \n");
+    expect(settings.includeFolders).toEqual(["Work", "Projects/Active"]);
+    Setting.all.find((s) => s.name === "Folders never synced")!.controls[0].change("Work/Secret");
+    expect(settings.excludeFolders).toEqual(["Work/Secret"]);
+    expect(host.saved).toBe(2);
+    expect(Setting.all.find((s) => s.name === "Sync the vault to the server")!.desc).toMatch(/Leave it off when the server runs on this machine and reads this vault's folder itself/);
   });
 });

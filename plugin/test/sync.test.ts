@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { ApiError } from "../src/api";
+import { DEFAULT_SETTINGS, isExcluded } from "../src/settings";
 import { sha256Hex, VaultSync, type SyncServer, type SyncState } from "../src/sync";
+import { fileStateCounts, fileStateLabel } from "../src/syncstate";
 import { Vault } from "./fake-obsidian";
 
 /** A server that records what it was sent and does what the real one does with it: a move
@@ -222,5 +224,54 @@ describe("sync", () => {
     expect(statuses[statuses.length - 1]).toBe("synced");
     expect(Object.keys(remote.files).sort()).toEqual(Object.keys(files).sort());
     expect(saved!.pending).toEqual({});
+  });
+
+  it("pushes only the included folders, less the excluded ones, and leaves the server's other notes alone", async () => {
+    const remote = new RecordingServer({ "Elsewhere/old.md": "o", "Work/gone.md": "g" });
+    const vault = vaultOf({ "Work/a.md": "A", "Work/Secret/s.md": "S", "Top.md": "T", "Projects/Active/p.md": "P", "Projects/x.md": "X" });
+    const settings = { ...DEFAULT_SETTINGS, includeFolders: ["Work", "Projects/Active"], excludeFolders: ["Work/Secret"] };
+    const sync = new VaultSync(vault, remote, null, { ...noWait, excluded: (p) => isExcluded(settings, p) });
+    await sync.diff();
+    await sync.flush();
+    expect(remote.calls.slice(1).sort()).toEqual(["delete Work/gone.md", "put Projects/Active/p.md", "put Work/a.md"]);
+    expect(Object.keys(remote.files).sort()).toEqual(["Elsewhere/old.md", "Projects/Active/p.md", "Work/a.md"]);
+    // A note moved out of the synced folders is deleted from the server; one moved in is put.
+    rename(vault, "Work/a.md", "Top2.md");
+    sync.renamed("Top2.md", "Work/a.md");
+    rename(vault, "Top.md", "Work/Top.md");
+    sync.renamed("Work/Top.md", "Top.md");
+    expect(Object.fromEntries(sync.pending)).toEqual({ "Work/a.md": "delete", "Work/Top.md": "put" });
+  });
+
+  it("tells the state of every file it knows: synced, queued (with its last error), not compared yet, outside the folders", async () => {
+    const remote = new RecordingServer({ "a.md": "A", "b.md": "B", "c.md": "C" });
+    const vault = vaultOf({ "a.md": "A", "b.md": "B2", "c2.md": "C", "new.md": "N", "Private/p.md": "P" });
+    const sync = new VaultSync(vault, remote, { pending: { "old.md": "delete" } }, { ...noWait, attempts: 1, batchSize: 2, excluded: (p) => p.startsWith("Private/") });
+    expect(sync.files().map((f) => `${f.path} ${f.state}`)).toEqual(["old.md delete", "a.md unknown", "b.md unknown", "c2.md unknown", "new.md unknown", "Private/p.md excluded"]);
+    await sync.diff();
+    remote.failPuts = 100;
+    await sync.flush(); // old.md deleted, then b.md's put fails: the run stops
+    const files = sync.files();
+    expect(files).toEqual([
+      { path: "b.md", state: "put", error: "the server is away" },
+      { path: "c2.md", state: "move", from: "c.md" },
+      { path: "new.md", state: "put" },
+      { path: "a.md", state: "synced" },
+      { path: "Private/p.md", state: "excluded" },
+    ]);
+    expect(files.map(fileStateLabel)).toEqual([
+      "error: the server is away (still pending put)",
+      "pending move from c.md",
+      "pending put",
+      "synced",
+      "not synced (outside the synced folders)",
+    ]);
+    expect(fileStateCounts(files)).toBe("1 synced · 2 pending · 1 error · 1 outside the synced folders");
+    expect(fileStateLabel({ path: "x.md", state: "delete" })).toBe("pending delete");
+    expect(fileStateLabel({ path: "x.md", state: "unknown" })).toBe("not compared with the server yet");
+    // Once it goes through, the error is gone.
+    remote.failPuts = 0;
+    await sync.flush();
+    expect(sync.files().map((f) => `${f.path} ${f.state}`)).toEqual(["a.md synced", "b.md synced", "c2.md synced", "new.md synced", "Private/p.md excluded"]);
   });
 });
