@@ -73,7 +73,7 @@ def test_an_extractive_answer_quotes_and_cites_the_note_that_holds_it(docs: Engi
     answer = answerer(docs, sources=6).ask("how do I make a task repeat every two weeks")
     assert answer.mode == "extractive" and answer.text.startswith(EXTRACT_HEADER)
     assert "Getting Started/Recurring Tasks.md" in {c.path for c in answer.citations}
-    assert "repeat" in answer.text and "every" in answer.text
+    assert "🔁 every" in answer.text  # the recurrence syntax, quoted from the note
     for c in answer.citations:
         assert f"[{c.n}]" in answer.text and (c.n, c.path) in {(s.n, s.path) for s in answer.sources}
         assert c.link.startswith("obsidian://open?vault=docs_vault&file=")
