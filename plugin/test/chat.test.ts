@@ -4,21 +4,10 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Answer, Citation } from "../src/api";
 import { ChatView } from "../src/chat";
+import { citation } from "./citation-fixture";
 import { App, FakeEl, MarkdownView, Notice, TFile, WorkspaceLeaf } from "./fake-obsidian";
 
-const cite = (n: number, over: Partial<Citation> = {}): Citation => ({
-  n,
-  path: "Getting Started/Dates.md",
-  title: "Dates",
-  heading_path: ["Dates", "Due"],
-  start_line: 3,
-  end_line: 9,
-  page: null,
-  kind: "note",
-  snippet: "…",
-  link: "obsidian://open?vault=v&file=Getting%20Started%2FDates.md",
-  ...over,
-});
+const cite = (n: number, over: Partial<Citation> = {}): Citation => citation({ n, ...over });
 
 const ANSWER = {
   text: "Add a due date with 📅 [1]; a recurring task repeats [2], and a paper explains it [3].",

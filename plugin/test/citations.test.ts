@@ -1,22 +1,11 @@
 import { describe, expect, it } from "vitest";
-import type { Answer, Citation } from "../src/api";
+import type { Answer } from "../src/api";
 import { ChatView } from "../src/chat";
 import { citationTarget } from "../src/citations";
+import { citation } from "./citation-fixture";
 import { App, FakeEl, WorkspaceLeaf } from "./fake-obsidian";
 
-const cite = (over: Partial<Citation>): Citation => ({
-  n: 1,
-  path: "Getting Started/Dates.md",
-  title: "Dates",
-  heading_path: ["Dates", "Due"],
-  start_line: 3,
-  end_line: 9,
-  page: null,
-  kind: "note",
-  snippet: "…",
-  link: "obsidian://open?vault=v&file=Getting%20Started%2FDates.md",
-  ...over,
-});
+const cite = citation;
 
 describe("citation links", () => {
   it("open the note at its innermost cited heading", () => {
