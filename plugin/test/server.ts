@@ -1,4 +1,5 @@
-/** Starts the real obsidian-ai-agent service once for the test run, over a private copy of the example vault. */
+/** Starts the real obsidian-ai-agent service once for the test run, over a private copy of the Tasks docs vault
+ * (`../shared/corpora/obsidian-tasks/docs_vault` beside the checkout). */
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -35,7 +36,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const tmp = mkdtempSync(join(tmpdir(), "oaa-plugin-test-"));
   const vault = join(tmp, "vault");
   const data = join(tmp, "data");
-  cpSync(join(REPO, "examples", "vault"), vault, { recursive: true });
+  const source = join(REPO, "..", "shared", "corpora", "obsidian-tasks", "docs_vault");
+  if (!existsSync(source)) throw new Error(`${source} is missing: the plugin's tests read the corpora beside the checkout`);
+  cpSync(source, vault, { recursive: true });
   const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("OAA_")));
   Object.assign(env, {
     HF_HUB_OFFLINE: "1",
@@ -43,9 +46,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     OAA_VAULT: vault,
     OAA_SERVER__RUN_JOBS: "true",
     OAA_SERVER__RATE_LIMITS__ENABLED: "false",
+    // Indexing would queue the answer sentences' job; the tests do not need it sharing the cores.
+    OAA_ANSWER__PREPARE_UNIT_VECTORS: "false",
   });
-  const indexed = spawnSync(CLI, ["--data-dir", data, "index", vault], { env, encoding: "utf8", timeout: 240_000 });
-  if (indexed.status !== 0) throw new Error(`indexing the example vault failed:\n${indexed.stderr}${indexed.stdout}`);
+  const indexed = spawnSync(CLI, ["--data-dir", data, "index", vault], { env, encoding: "utf8", timeout: 900_000 });
+  if (indexed.status !== 0) throw new Error(`indexing the docs vault failed:\n${indexed.stderr}${indexed.stdout}`);
 
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
