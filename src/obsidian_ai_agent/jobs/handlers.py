@@ -104,7 +104,9 @@ def index_web(ctx: JobContext) -> dict[str, Any]:
         url, title, text = p["url"], p.get("title") or p["url"], p["text"]
     parsed = parse_text(text, url, title, "web", ctx.engine.embedder.counter)
     report = ctx.engine.indexer.index_parsed(parsed, hooks=ctx)
-    return _result(ctx, {**report.to_dict(), **extra})
+    result = _result(ctx, {**report.to_dict(), **extra})
+    _prepare_answers(ctx, result)
+    return result
 
 
 def _fetch_page(ctx: JobContext, url: str) -> WebPage:
