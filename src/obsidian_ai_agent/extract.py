@@ -422,7 +422,7 @@ def _prefilter(candidates: list[tuple[int, Unit]], stems: list[str]) -> list[tup
         if len(chosen) >= MAX_EMBEDDED:
             break
         chosen.add(i)
-    return [candidates[i] for i in sorted(chosen, key=ranked.index)]
+    return [candidates[i] for i in ranked if i in chosen]
 
 
 def _score(
