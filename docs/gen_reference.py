@@ -481,6 +481,12 @@ ERROR_CODES: dict[str, tuple[int, tuple[str, ...] | None, str]] = {
         ASK,
         "No conversation with this `conversation_id` belongs to the calling key; send a new id to start one.",
     ),
+    "note_not_indexed": (
+        404,
+        (*ASK, "POST /api/search"),
+        "A search or question limited to one note (`path`) names a note the index does not hold; give "
+        "its vault-relative path as search results show it, or index or sync it first.",
+    ),
     "method_not_allowed": (405, (), "The path exists, but not with this method."),
     "request_timeout": (
         408,

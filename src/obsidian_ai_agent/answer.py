@@ -38,7 +38,14 @@ from .extract import (
 from .grounding import Repetition, Sentence, bounded, check, mark
 from .llm import LLM, LLMError, Message, get_llm
 from .relevance import Relevance, unknown_words
-from .search import Searcher, SearchResult, obsidian_link, query_terms
+from .search import (
+    NoteNotIndexed,
+    Searcher,
+    SearchResult,
+    check_note_indexed,
+    obsidian_link,
+    query_terms,
+)
 from .store import IndexStore, StoreError, unitvectors
 from .store import conversations as convo
 
@@ -292,6 +299,8 @@ class Answerer:
             if isinstance(event, AnswerEvent):
                 return event.answer
             if isinstance(event, ErrorEvent) and not event.recovered:
+                if event.code == "note_not_indexed":
+                    raise NoteNotIndexed(event.message)
                 raise AnswerError(event.message)
         raise AnswerError("no answer was produced")  # pragma: no cover - stream always ends in one
 
@@ -305,19 +314,27 @@ class Answerer:
         folder: str | None = None,
         tag: str | None = None,
         kind: str | None = None,
+        path: str | None = None,
     ) -> Iterator[Event]:
-        """Events: retrieval (the numbered sources), tokens, maybe an error, and the final answer."""
+        """Events: retrieval (the numbered sources), tokens, maybe an error, and the final answer.
+        `path`: the answer draws on that one note only."""
         t0 = time.perf_counter()
         question = " ".join(question.split())
         if not question:
             yield ErrorEvent("the question is empty", "empty_question", recovered=False)
             return
+        if path is not None:
+            try:
+                check_note_indexed(self.store, path)
+            except NoteNotIndexed as e:
+                yield ErrorEvent(str(e), "note_not_indexed", recovered=False)
+                return
         history: list[convo.Turn] = []
         if conversation_id:
             convo.ensure_conversation(self.store, conversation_id, owner)
             history = convo.conversation_turns(self.store, conversation_id, owner)
         query = self._standalone(question, history)
-        filters = {"folder": folder, "tag": tag, "kind": kind}
+        filters = {"folder": folder, "tag": tag, "kind": kind, "path": path}
         generation = self.store.generation
         mode = mode or self.searcher.settings.default_mode
         key = cache_key(

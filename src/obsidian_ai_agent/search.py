@@ -42,6 +42,10 @@ class SearchError(ValueError):
     """A search request that cannot be run as given (an unknown mode, a bad k)."""
 
 
+class NoteNotIndexed(SearchError):
+    """A search or question limited to one note that the index does not hold."""
+
+
 # -- the rules of a search request, for every front door -------------------------------------------
 
 
@@ -72,6 +76,16 @@ def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise SearchError(f"unknown kind of source {kind!r}; use one of: {', '.join(KINDS)}")
     return kind
+
+
+def check_note_indexed(store: IndexStore, path: str) -> str:
+    """The vault-relative path of a note the index holds; else NoteNotIndexed saying what to do."""
+    if store.source_by_path(path) is None:
+        raise NoteNotIndexed(
+            f"the index holds no note at '{path}'; give its vault-relative path as search results "
+            "show it (e.g. 'Folder/Note.md'), or index or sync the note first"
+        )
+    return path
 
 
 def check_request(
@@ -213,9 +227,11 @@ class Searcher:
         folder: str | None = None,
         tag: str | None = None,
         kind: str | None = None,
+        path: str | None = None,
     ) -> list[SearchResult]:
+        """`path`: only that note (NoteNotIndexed when the index has none there)."""
         with _SLOTS:
-            return self._search(query, k, mode, folder=folder, tag=tag, kind=kind)
+            return self._search(query, k, mode, folder=folder, tag=tag, kind=kind, path=path)
 
     def _search(
         self,
@@ -226,6 +242,7 @@ class Searcher:
         folder: str | None,
         tag: str | None,
         kind: str | None,
+        path: str | None = None,
     ) -> list[SearchResult]:
         mode = check_mode(mode or self.settings.default_mode)
         if kind is not None:
@@ -237,8 +254,10 @@ class Searcher:
         if not query:
             return []
         allowed: list[int] | None = None
-        if folder or tag or kind:
-            allowed = self.store.filter_source_ids(folder=folder, tag=tag, kind=kind)
+        if path is not None:
+            check_note_indexed(self.store, path)
+        if folder or tag or kind or path:
+            allowed = self.store.filter_source_ids(folder=folder, tag=tag, kind=kind, path=path)
             if not allowed:
                 return []
         terms = with_numerals(query_terms(query))

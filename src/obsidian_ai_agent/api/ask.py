@@ -63,6 +63,13 @@ class AskRequest(RequestBody):
         default=None, max_length=200, description="Only notes with this tag or its children."
     )
     kind: Literal["note", "pdf", "web"] | None = None
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Only this note: its vault-relative path, e.g. 'Folder/Note.md' (404 "
+        "`note_not_indexed` when the index holds none there).",
+    )
     provider: Provider | None = Field(
         default=None,
         description="Answer with this provider instead of `llm.provider`; only one the operator allows "
@@ -105,7 +112,10 @@ ASK_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": ErrorResponse,
         "description": "The key lacks the scope, or `provider` is not one this server allows",
     },
-    404: {"model": ErrorResponse, "description": "No such conversation for this key"},
+    404: {
+        "model": ErrorResponse,
+        "description": "No such conversation for this key, or no indexed note at `path`",
+    },
     409: {"model": ErrorResponse, "description": "The index was built with another embedding model"},
     502: {"model": ErrorResponse, "description": "The language model failed and `llm.on_error` is `fail`"},
 }
@@ -136,6 +146,8 @@ def _next(events: Iterator[Event]) -> Event | None:
 def _failure(event: ErrorEvent) -> ApiError:
     if event.code == "empty_question":
         return ApiError(400, "the question is empty; ask something", code="empty_question")
+    if event.code == "note_not_indexed":
+        return ApiError(404, event.message, code="note_not_indexed")
     return ApiError(502, event.message, code="llm_error")
 
 
@@ -199,6 +211,7 @@ async def answer(request: Request, body: AskRequest, engine: Engine, principal: 
             folder=body.folder,
             tag=body.tag,
             kind=body.kind,
+            path=body.path,
         )
         return events, _next(events)
 

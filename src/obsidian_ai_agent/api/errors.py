@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ..config import ConfigError
-from ..search import SearchError
+from ..search import NoteNotIndexed, SearchError
 from ..security.errors import Refused
 from ..store import DatabaseDamaged, DataDirNotWritable, ModelMismatchError, StoreUnavailable
 
@@ -173,6 +173,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SearchError)
     async def _search(request: Request, exc: SearchError) -> JSONResponse:
+        if isinstance(exc, NoteNotIndexed):
+            return error_response(404, "note_not_indexed", str(exc))
         return error_response(400, "bad_request", str(exc))
 
     @app.exception_handler(ModelMismatchError)

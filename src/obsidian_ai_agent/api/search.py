@@ -22,7 +22,7 @@ from ..search import (
 )
 from .bodies import RequestBody
 from .deps import EngineDep, require
-from .errors import ERROR_RESPONSES
+from .errors import ERROR_RESPONSES, ErrorResponse
 
 router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
 
@@ -52,6 +52,13 @@ class SearchRequest(RequestBody):
         default=None, max_length=200, description="Only notes with this tag or its children."
     )
     kind: Kind | None = Field(default=None, description="Only this kind of source: note, pdf or web.")
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Only this note: its vault-relative path, e.g. 'Folder/Note.md' (404 "
+        "`note_not_indexed` when the index holds none there).",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -68,11 +75,18 @@ class RelatedResponse(BaseModel):
     related: list[RelatedNote]
 
 
-@router.post("/api/search", response_model=SearchResponse, dependencies=[require("read")])
+@router.post(
+    "/api/search",
+    response_model=SearchResponse,
+    dependencies=[require("read")],
+    responses={404: {"model": ErrorResponse, "description": "No indexed note at `path`"}},
+)
 async def search(body: SearchRequest, engine: EngineDep) -> dict[str, Any]:
-    """Hybrid (default), keyword or semantic search, with folder, tag and kind filters."""
+    """Hybrid (default), keyword or semantic search, with folder, tag, kind and one-note filters."""
     results = await anyio.to_thread.run_sync(
-        lambda: engine.search(body.query, body.k, body.mode, folder=body.folder, tag=body.tag, kind=body.kind)
+        lambda: engine.search(
+            body.query, body.k, body.mode, folder=body.folder, tag=body.tag, kind=body.kind, path=body.path
+        )
     )
     return {"results": results}
 

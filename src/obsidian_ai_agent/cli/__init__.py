@@ -89,6 +89,9 @@ def search(
     folder: Annotated[str | None, typer.Option(help="Only notes under this folder.")] = None,
     tag: Annotated[str | None, typer.Option(help="Only notes with this tag (nested tags included).")] = None,
     kind: Annotated[str | None, typer.Option(help="Only this kind of source: note, pdf or web.")] = None,
+    path: Annotated[
+        str | None, typer.Option("--path", help="Only this note (vault-relative, e.g. 'Folder/Note.md').")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index.
@@ -102,7 +105,10 @@ def search(
     except SearchError as ex:
         fail(str(ex), 2)
     with engine() as e:
-        results = e.search(query, k=k, mode=mode, folder=folder, tag=tag, kind=kind)
+        try:
+            results = e.search(query, k=k, mode=mode, folder=folder, tag=tag, kind=kind, path=path)
+        except SearchError as ex:  # a note the index does not hold
+            fail(str(ex))
     if as_json:
         emit({"results": [r.to_dict() for r in results]})
         return

@@ -36,6 +36,10 @@ def ask(
     provider: ProviderOpt = None,
     folder: Annotated[str | None, typer.Option(help="Only notes under this folder.")] = None,
     tag: Annotated[str | None, typer.Option(help="Only notes with this tag.")] = None,
+    path: Annotated[
+        str | None,
+        typer.Option("--path", help="Only this note (vault-relative, e.g. 'Folder/Note.md')."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Answer a question from the notes, citing them; the answer streams as it is written.
@@ -50,7 +54,10 @@ def ask(
         final = None
         streamed = False
         try:
-            for event in e.answerer.stream(question, conversation_id=conversation, folder=folder, tag=tag):
+            events = e.answerer.stream(
+                question, conversation_id=conversation, folder=folder, tag=tag, path=path
+            )
+            for event in events:
                 if isinstance(event, TokenEvent) and not as_json:
                     sys.stdout.write(event.text)
                     sys.stdout.flush()

@@ -547,10 +547,15 @@ class IndexStore:
         }
 
     def filter_source_ids(
-        self, folder: str | None = None, tag: str | None = None, kind: str | None = None
+        self,
+        folder: str | None = None,
+        tag: str | None = None,
+        kind: str | None = None,
+        path: str | None = None,
     ) -> list[int]:
-        """Ids of sources inside a folder, carrying a tag (or a nested tag under it), of a kind."""
-        where, params = _source_filters(folder, tag, kind)
+        """Ids of sources inside a folder, carrying a tag (or a nested tag under it), of a kind, at a
+        vault-relative path."""
+        where, params = _source_filters(folder, tag, kind, path)
         return [r[0] for r in self._query("SELECT id FROM sources WHERE 1=1" + where, params)]  # nosec B608
 
     def source_by_path(self, path: str) -> SourceInfo | None:
@@ -691,10 +696,15 @@ class IndexStore:
         }
 
 
-def _source_filters(folder: str | None, tag: str | None, kind: str | None) -> tuple[str, list[Any]]:
+def _source_filters(
+    folder: str | None, tag: str | None, kind: str | None, path: str | None = None
+) -> tuple[str, list[Any]]:
     """The `AND ...` clauses (and their parameters) that keep sources inside a folder, carrying a tag or
-    a nested tag under it, of a kind."""
+    a nested tag under it, of a kind, at one path."""
     sql, params = "", list[Any]()
+    if path:
+        sql += " AND path = ?"
+        params.append(path)
     if folder:
         prefix = folder.strip("/") + "/"
         sql += " AND substr(path, 1, ?) = ?"
