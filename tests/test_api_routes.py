@@ -138,6 +138,21 @@ def test_status_reports_the_counts_of_the_index_its_model_and_the_queue(service:
     assert service.engine.jobs.get(job_id) is not None
 
 
+def test_status_names_the_presented_key_and_its_scopes_and_fingerprints_the_vault_for_every_key(
+    service: Service,
+) -> None:
+    reader = service.client.get("/status", headers=service.reader).json()
+    admin = service.client.get("/status", headers=service.admin).json()
+    assert reader["key"]["auth"] is True and reader["key"]["scopes"] == ["read"]
+    assert admin["key"]["scopes"] == ["admin"] and admin["key"]["name"] != reader["key"]["name"]
+    # Neither the reader's secret nor any other leaves the server.
+    secret = service.reader["Authorization"].split()[1]
+    assert secret not in json.dumps(reader)
+    # A client on the same machine hashes its vault folder and compares: no path is shown to a reader.
+    expected = hashlib.sha256(str(service.vault.resolve()).encode()).hexdigest()
+    assert reader["index"]["vault_id"] == admin["index"]["vault_id"] == expected
+
+
 def test_detailed_health_checks_every_component_with_its_latency_and_system_figures(service: Service) -> None:
     r = service.client.get("/api/health/detailed", headers=service.admin)
     assert r.status_code == 200, r.text

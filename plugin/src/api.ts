@@ -66,6 +66,8 @@ export interface SearchOptions {
   mode?: "hybrid" | "keyword" | "semantic";
   folder?: string;
   tag?: string;
+  /** Only this note (vault-relative); the server answers 404 `note_not_indexed` when it holds none there. */
+  path?: string;
 }
 
 export interface AskOptions extends SearchOptions {
@@ -87,9 +89,26 @@ export interface JobAccepted {
 
 export interface Status {
   version: string;
-  /** `vault`: the server's vault folder, shown to admin keys only (null for others). */
-  index: { sources: number; chunks: number; vectors: number; failed: number; vault?: string | null };
+  /** `vault`: the server's vault folder, shown to admin keys only (null for others); `vault_id`: the
+   * SHA-256 of that folder's path, shown to every key (a server before it omits it). */
+  index: { sources: number; chunks: number; vectors: number; failed: number; vault?: string | null; vault_id?: string | null };
+  /** The key this request presented: its name and scopes (a server before it omits it). */
+  key?: { auth: boolean; name: string; scopes: string[] };
   [key: string]: unknown;
+}
+
+/** A request that got no answer at all failed on TLS (a certificate this device does not trust, a wrong
+ * scheme) rather than on reaching the host, by what the platform says (Electron's `net::ERR_CERT_...`,
+ * `ERR_SSL_...`; Node's `self-signed certificate`, `UNABLE_TO_VERIFY_LEAF_SIGNATURE`). */
+/** An error as text, with its cause (Node's fetch says only "fetch failed" and puts the reason there). */
+export function describe(e: unknown): string {
+  const cause = e instanceof Error ? (e as { cause?: unknown }).cause : undefined;
+  if (cause === undefined) return String(e);
+  return `${String(e)}: ${cause instanceof Error ? String(cause) : JSON.stringify(cause)}`;
+}
+
+export function isTlsFailure(e: unknown): boolean {
+  return /CERT|SSL|TLS|self[- ]signed|certificate|VERIFY/i.test(describe(e));
 }
 
 /** A job as `GET /api/jobs/{id}` (admin) shows it, or as `POST /api/reindex` answers (202). */
@@ -174,7 +193,15 @@ export class ApiClient {
         throw: false,
       });
     } catch (e) {
-      throw new ApiError(0, `cannot reach the server at ${url} (${String(e)}); is it running, and is the URL right?`);
+      if (isTlsFailure(e)) {
+        throw new ApiError(
+          0,
+          `the TLS connection to ${url} failed (${describe(e)}): this device does not trust the server's certificate. ` +
+            "Give the server a certificate from a CA this device trusts (or install its CA on the device), and check http:// against https:// in the URL",
+          "tls",
+        );
+      }
+      throw new ApiError(0, `cannot reach the server at ${url} (${describe(e)}); is it running, and is the URL right?`, "unreachable");
     }
     if (response.status >= 400) throw errorFrom(response.status, response.text);
     return (response.text ? JSON.parse(response.text) : null) as T;
@@ -200,6 +227,19 @@ export class ApiClient {
 
   ask(question: string, options: AskOptions = {}): Promise<Answer> {
     return this.request("POST", "/api/ask", { question, ...options });
+  }
+
+  /** Whether this platform's fetch (which streaming needs, unlike requestUrl) may call the server:
+   * null when it may, else what went wrong. A browser-like fetch refuses a response whose CORS headers
+   * do not name this app's origin with a bare TypeError, so a failure after requestUrl worked is CORS. */
+  async probeFetch(): Promise<string | null> {
+    try {
+      const response = await fetch(this.url("/status"), { headers: this.headers() });
+      await response.body?.cancel();
+      return null;
+    } catch (e) {
+      return describe(e);
+    }
   }
 
   /** The answer as it is written, event by event; where the platform or a proxy cannot stream, the

@@ -1,5 +1,5 @@
 import { ItemView, MarkdownRenderer, MarkdownView, Notice, type TFile, WorkspaceLeaf } from "obsidian";
-import type { Answer, ApiClient, Citation } from "./api";
+import type { Answer, ApiClient, AskOptions, Citation } from "./api";
 import { answerMarkdown, citationLabel, openAllCitations, openCitation } from "./citations";
 
 /** What an answer cites: its citations, or for a declined one the closest notes found. */
@@ -22,11 +22,10 @@ export function selectionQuestion(selection: string, noteTitle?: string): string
   return `${lead}"${text}"`;
 }
 
-/** The question "Ask about the current note" sends. The server's /api/ask has no filter for one note (its
- * `folder` is a folder, not a file): the answer draws on the whole vault, steered by the note's title,
- * which every one of its chunks is embedded with. */
-export function noteQuestion(file: TFile): string {
-  return `Summarise what my notes say about ${file.basename}.`.slice(0, MAX_QUESTION);
+/** The question "Ask about the current note" sends, with the note's path as the answer's only source
+ * (`path` of /api/ask). */
+export function noteQuestion(file: TFile): { question: string; options: AskOptions } {
+  return { question: `What are the main points of ${file.basename}?`.slice(0, MAX_QUESTION), options: { path: file.path } };
 }
 
 export class ChatView extends ItemView {
@@ -77,7 +76,8 @@ export class ChatView extends ItemView {
     this.messagesEl.empty();
   }
 
-  async submit(question = this.inputEl.value.trim()): Promise<Answer | null> {
+  /** `options`: filters of this question only (follow-ups are asked of the whole vault). */
+  async submit(question = this.inputEl.value.trim(), options: AskOptions = {}): Promise<Answer | null> {
     if (!question) return null;
     this.inputEl.value = "";
     this.messagesEl.createDiv({ cls: "oaa-message oaa-user", text: question });
@@ -85,7 +85,7 @@ export class ChatView extends ItemView {
     const body = out.createDiv();
     let text = "";
     try {
-      const answer = await this.client.askStream(question, { conversation_id: this.conversationId }, (event) => {
+      const answer = await this.client.askStream(question, { ...options, conversation_id: this.conversationId }, (event) => {
         if (event.type === "token") {
           text += event.text;
           body.setText(text);

@@ -1,5 +1,5 @@
 import { Notice, Plugin, TAbstractFile, TFile, WorkspaceLeaf } from "obsidian";
-import { ApiClient, ApiError, type Answer, type Job } from "./api";
+import { ApiClient, ApiError, type Answer, type AskOptions, type Job } from "./api";
 import { CHAT_VIEW, ChatView, noteQuestion, selectionQuestion } from "./chat";
 import { RELATED_VIEW, RelatedView } from "./related";
 import { SearchModal } from "./search";
@@ -107,7 +107,10 @@ export default class AiAgentPlugin extends Plugin {
       checkCallback: (checking) => {
         const file = this.app.workspace.getActiveFile();
         if (!file || !["md", "pdf"].includes(file.extension)) return false;
-        if (!checking) void this.askInChat(noteQuestion(file));
+        if (!checking) {
+          const { question, options } = noteQuestion(file);
+          void this.askInChat(question, options);
+        }
         return true;
       },
     });
@@ -159,13 +162,13 @@ export default class AiAgentPlugin extends Plugin {
 
   /** Asks in the chat pane (opened if need be), as if typed there: the pane streams the answer, lists its
    * sources and offers its actions; null when the pane could not be opened or the ask failed (a notice). */
-  async askInChat(question: string): Promise<Answer | null> {
+  async askInChat(question: string, options: AskOptions = {}): Promise<Answer | null> {
     const view = (await this.openView(CHAT_VIEW))?.view;
     if (!(view instanceof ChatView)) {
       new Notice("AI Agent: the chat pane could not be opened; open it with the command \"Open chat\" and ask there.");
       return null;
     }
-    return view.submit(question);
+    return view.submit(question, options);
   }
 
   /** POST /api/reindex (admin keys): a notice with the job, then one when it ends. */
@@ -295,16 +298,16 @@ export default class AiAgentPlugin extends Plugin {
     await sync.flush();
   }
 
-  /** Whether the server reads this vault's folder itself (same machine), where /status shows its vault
-   * (to an admin key, or when the server needs no key): then sync stays off and nothing is pushed. A key
+  /** Whether the server reads this vault's folder itself (same machine), where /status tells (its vault
+   * folder to an admin key, the folder's hash to every key): then sync stays off and nothing is pushed. A key
    * that cannot tell, or a failed /status, lets sync go on (its own requests report what is wrong). */
   private async checkServerReadsVault(asked: boolean): Promise<boolean> {
     const local = localVaultPath(this.app);
     let reads: string | null = null;
     if (local !== null) {
       try {
-        const vault = serverVault(await this.client.status(), this.client.serverUrl, local);
-        if (vault.readsThisVault) reads = vault.path;
+        const vault = await serverVault(await this.client.status(), this.client.serverUrl, local);
+        if (vault.readsThisVault) reads = vault.path ?? local;
       } catch {
         // cannot tell: the manifest request says what is wrong
       }

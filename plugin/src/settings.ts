@@ -64,39 +64,86 @@ function isLoopback(serverUrl: string): boolean {
 }
 
 function samePath(a: string, b: string): boolean {
-  const norm = (p: string): string => p.replace(/\\/g, "/").replace(/\/+$/, "");
-  const [x, y] = [norm(a), norm(b)];
-  return /^[a-z]:\//i.test(x) ? x.toLowerCase() === y.toLowerCase() : x === y;
+  return spelled(a) === spelled(b);
+}
+
+/** A folder's path spelled the same way on every system: `/` for `\\`, no trailing `/`, lower case
+ * after a drive letter (as the server spells it before hashing it into `vault_id`). */
+function spelled(path: string): string {
+  const p = path.replace(/\\/g, "/").replace(/\/+$/, "") || "/";
+  return /^[a-z]:/i.test(p) ? p.toLowerCase() : p;
+}
+
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** What /status tells about the server's vault: whether it is this vault's folder on this machine.
- * The server shows its vault folder to admin keys only (and to everyone when it needs no key);
- * `known` false: this key cannot tell. Same machine means a loopback server URL and the same folder
- * (the server's is resolved; a vault reached through a symlink is not recognised). */
-export function serverVault(status: Status, serverUrl: string, local: string | null): { known: boolean; path: string | null; readsThisVault: boolean } {
+ * The server shows its vault folder to admin keys only (and to everyone when it needs no key), and to
+ * every key the SHA-256 of that folder's path (`vault_id`), which is compared with this vault's; `known`
+ * false: the server tells neither. Same machine means a loopback server URL and the same folder (the
+ * server's is resolved; a vault reached through a symlink is not recognised). */
+export async function serverVault(
+  status: Status,
+  serverUrl: string,
+  local: string | null,
+): Promise<{ known: boolean; path: string | null; readsThisVault: boolean }> {
   const path = typeof status.index.vault === "string" && status.index.vault ? status.index.vault : null;
-  return { known: path !== null, path, readsThisVault: path !== null && local !== null && isLoopback(serverUrl) && samePath(path, local) };
+  const id = typeof status.index.vault_id === "string" && status.index.vault_id ? status.index.vault_id : null;
+  let same = false;
+  if (local !== null && isLoopback(serverUrl)) {
+    same = path !== null ? samePath(path, local) : id !== null && (await sha256Hex(spelled(local))) === id;
+  }
+  return { known: path !== null || id !== null, path, readsThisVault: same };
 }
 
-/** One line saying what works or exactly what is wrong; `ok` false for any failure. With `local` (this
- * vault's folder), it also says whether the server reads this vault itself, where the key can tell. */
+function keyText(status: Status): string {
+  const key = status.key;
+  if (!key) return "";
+  if (!key.auth) return "; the server asks for no key (every request may do everything)";
+  const can = key.scopes.includes("admin") ? "admin (everything)" : key.scopes.join(", ") || "nothing";
+  const missing = key.scopes.includes("admin") ? [] : ["read", "write"].filter((s) => !key.scopes.includes(s));
+  const hint = missing.length ? ` (without ${missing.join(" and ")}: ${missing.includes("read") ? "no chat or search" : "no sync"})` : "";
+  return `; key '${key.name}': ${can}${hint}`;
+}
+
+/** One line saying what works or exactly what is wrong; `ok` false for any failure. It names the key's
+ * scopes; with `local` (this vault's folder) it says whether the server reads this vault itself, where
+ * it can tell; and it says when this app's origin is refused by CORS (answers then come whole, not
+ * streamed). */
 export async function testConnection(client: ApiClient, local: string | null = null): Promise<{ ok: boolean; message: string }> {
   try {
     const status = await client.status();
     const i = status.index;
-    const vault = serverVault(status, client.serverUrl, local);
+    const vault = await serverVault(status, client.serverUrl, local);
     const where = vault.readsThisVault
-      ? `; it reads this vault's folder itself (${vault.path}): leave sync off`
+      ? `; it reads this vault's folder itself${vault.path !== null ? ` (${vault.path})` : ""}: leave sync off`
       : vault.path !== null
         ? `; its vault: ${vault.path}`
         : "";
+    const blocked = await client.probeFetch();
+    const cors =
+      blocked === null
+        ? ""
+        : `. Warning: CORS refuses this app's origin (${blocked}), so answers arrive whole instead of streaming: ` +
+          "add the origin (app://obsidian.md on desktop; capacitor://localhost and http://localhost on mobile) to the server's `server.cors_origins`";
     return {
       ok: true,
-      message: `Connected: server ${status.version}, ${i.sources} sources, ${i.chunks} chunks indexed${where}`,
+      message: `Connected: server ${status.version}, ${i.sources} sources, ${i.chunks} chunks indexed${keyText(status)}${where}${cors}`,
     };
   } catch (e) {
     if (e instanceof ApiError) {
-      const what = e.status === 401 ? "401 unauthorized" : e.status === 403 ? "403 forbidden" : e.status ? `HTTP ${e.status}` : "unreachable";
+      const what =
+        e.status === 401
+          ? "401 unauthorized"
+          : e.status === 403
+            ? "403 forbidden"
+            : e.status
+              ? `HTTP ${e.status}`
+              : e.code === "tls"
+                ? "TLS"
+                : "unreachable";
       return { ok: false, message: `Connection failed (${what}): ${e.message}` };
     }
     return { ok: false, message: `Connection failed: ${String(e)}` };
@@ -181,7 +228,7 @@ export class AiAgentSettingTab extends PluginSettingTab {
       .setDesc(
         "Turn on only for a server on another machine, which has no copy of this vault: the plugin then pushes the notes to it. " +
           "Leave it off when the server runs on this machine and reads this vault's folder itself (it indexes the files as they change); " +
-          "where the server shows its vault folder (to an admin key, or when it needs no key), sync stays off for it anyway and Test connection says so.",
+          "a server on this machine tells the plugin which folder it reads, so sync stays off for it anyway and Test connection says so.",
       )
       .addToggle((t) =>
         t.setValue(s.syncEnabled).onChange((v) => {

@@ -221,7 +221,7 @@ describe("Ask about the selection", () => {
 });
 
 describe("Ask about the current note", () => {
-  it("is offered with a note open, and asks about it by its title in the chat pane", async () => {
+  it("is offered with a note open, and asks about that note alone in the chat pane", async () => {
     routes.set("POST /api/ask", streamAsk);
     await load();
     const ask = command("ask-note").checkCallback!;
@@ -234,9 +234,9 @@ describe("Ask about the current note", () => {
     ask(false);
     await until(() => seen.length === 1, "the ask");
     const body = JSON.parse(seen[0].body) as Record<string, unknown>;
-    expect(body.question).toBe("Summarise what my notes say about Dates.");
-    expect(body.folder).toBeUndefined(); // /api/ask has no filter for one note
-    expect(noteQuestion(new TFile("A/B c.md") as never)).toBe("Summarise what my notes say about B c.");
+    expect(body.question).toBe("What are the main points of Dates?");
+    expect(body.path).toBe("Getting Started/Dates.md"); // the answer draws on this note only
+    expect(noteQuestion(new TFile("A/B c.md") as never)).toEqual({ question: "What are the main points of B c?", options: { path: "A/B c.md" } });
   });
 });
 
@@ -386,14 +386,26 @@ describe("a server that reads this vault itself", () => {
     }
   });
 
-  it("is only the same vault on this machine: a loopback URL and the same folder", () => {
+  it("is only the same vault on this machine: a loopback URL and the same folder", async () => {
     const st = (vault: string | null) => ({ version: "t", index: { sources: 0, chunks: 0, vectors: 0, failed: 0, vault } });
-    expect(serverVault(st("/v"), "http://localhost:8000", "/v/").readsThisVault).toBe(true);
-    expect(serverVault(st("/v"), "http://[::1]:8000", "/v").readsThisVault).toBe(true);
-    expect(serverVault(st("C:\\Users\\me\\Notes"), "http://127.0.0.1:8000", "c:/users/me/notes").readsThisVault).toBe(true);
-    expect(serverVault(st("/v"), "https://notes.example.org", "/v").readsThisVault).toBe(false); // maybe a copy at the same path
-    expect(serverVault(st("/v"), "http://127.0.0.1:8000", "/w").readsThisVault).toBe(false);
-    expect(serverVault(st(null), "http://127.0.0.1:8000", "/v")).toEqual({ known: false, path: null, readsThisVault: false });
-    expect(serverVault(st("/v"), "http://127.0.0.1:8000", null)).toEqual({ known: true, path: "/v", readsThisVault: false });
+    const reads = async (status: ReturnType<typeof st>, url: string, local: string | null) => (await serverVault(status, url, local)).readsThisVault;
+    expect(await reads(st("/v"), "http://localhost:8000", "/v/")).toBe(true);
+    expect(await reads(st("/v"), "http://[::1]:8000", "/v")).toBe(true);
+    expect(await reads(st("C:\\Users\\me\\Notes"), "http://127.0.0.1:8000", "c:/users/me/notes")).toBe(true);
+    expect(await reads(st("/v"), "https://notes.example.org", "/v")).toBe(false); // maybe a copy at the same path
+    expect(await reads(st("/v"), "http://127.0.0.1:8000", "/w")).toBe(false);
+    expect(await serverVault(st(null), "http://127.0.0.1:8000", "/v")).toEqual({ known: false, path: null, readsThisVault: false });
+    expect(await serverVault(st("/v"), "http://127.0.0.1:8000", null)).toEqual({ known: true, path: "/v", readsThisVault: false });
+  });
+
+  it("is told by the hash of the folder's path to a key that is not shown the folder", async () => {
+    // The server's vault_id: SHA-256 of its folder's path spelled with / and no trailing /, lower case after a drive letter.
+    const { createHash } = await import("node:crypto");
+    const id = (p: string) => createHash("sha256").update(p).digest("hex");
+    const st = (vault_id: string) => ({ version: "t", index: { sources: 0, chunks: 0, vectors: 0, failed: 0, vault: null, vault_id } });
+    expect(await serverVault(st(id("/home/me/Notes")), "http://127.0.0.1:8000", "/home/me/Notes/")).toEqual({ known: true, path: null, readsThisVault: true });
+    expect((await serverVault(st(id("c:/users/me/notes")), "http://localhost:8000", "C:\\Users\\Me\\Notes")).readsThisVault).toBe(true);
+    expect((await serverVault(st(id("/home/me/Notes")), "http://127.0.0.1:8000", "/home/me/Other")).readsThisVault).toBe(false);
+    expect((await serverVault(st(id("/home/me/Notes")), "https://notes.example.org", "/home/me/Notes")).readsThisVault).toBe(false);
   });
 });

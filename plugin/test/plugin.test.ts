@@ -284,12 +284,18 @@ describe("the built plugin against the real server", () => {
     for (const o of app.workspace.opened) expect(app.vault.files.has(o.linktext.split("#")[0]), o.linktext).toBe(true);
     expect(app.workspace.opened.some((o) => o.linktext.startsWith("Getting Started/Recurring Tasks.md"))).toBe(true);
 
-    // About the current note: the same pane, a question naming the note.
+    // About the current note: the same pane, an answer drawn from that note alone.
     const before = out.filter((e) => e.tag === "button" && e.text === "Copy").length;
     plugin.commands.get("ask-note")!.checkCallback!(false);
     await until(() => pane()!.contentEl.all().filter((e) => e.tag === "button" && e.text === "Copy").length === before + 1, "the second answer");
     expect(app.workspace.getLeavesOfType("obsidian-ai-agent-chat")).toHaveLength(1);
-    expect(pane()!.contentEl.textContent).toContain("Summarise what my notes say about Recurring Tasks.");
+    expect(pane()!.contentEl.textContent).toContain("What are the main points of Recurring Tasks?");
+    const cited = pane()!.contentEl.all().filter((e) => e.tag === "a").slice(links.length);
+    expect(cited.length).toBeGreaterThan(0);
+    app.workspace.opened.length = 0;
+    for (const a of cited) a.onclick!({ preventDefault() {} });
+    await new Promise((r) => setTimeout(r, 0));
+    for (const o of app.workspace.opened) expect(o.linktext.split("#")[0]).toBe("Getting Started/Recurring Tasks.md");
   });
 
   it("starts a reindex with the admin key and says when it is done; a key without admin gets told it needs one", async () => {

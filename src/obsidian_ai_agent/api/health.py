@@ -3,8 +3,10 @@ for real) and `/api/config` (the effective settings, secrets redacted)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -18,6 +20,7 @@ from pydantic import BaseModel, Field
 from .. import __version__
 from ..ops import alerts
 from ..ops.checks import CHECKS, RANK, State, run_checks
+from ..security.auth import ALL_SCOPES
 from ..store import StoreError
 from .alerts import Alert
 from .deps import EngineDep, SettingsDep, require, run_sync
@@ -50,6 +53,15 @@ async def health(request: Request) -> Liveness:
 # -- readiness ------------------------------------------------------------------------------------
 
 
+def vault_fingerprint(path: str) -> str:
+    """SHA-256 (hex) of a vault folder's path, spelled the same way on every system (the plugin hashes
+    its own folder the same way)."""
+    p = path.replace("\\", "/").rstrip("/") or "/"
+    if re.match(r"[A-Za-z]:", p):
+        p = p.lower()
+    return hashlib.sha256(p.encode()).hexdigest()
+
+
 class IndexFigures(BaseModel):
     sources: int
     chunks: int
@@ -58,6 +70,18 @@ class IndexFigures(BaseModel):
     generation: int = Field(description="Moves on with every change to the index.")
     schema_version: int
     vault: str | None = Field(description="The vault folder this index holds (shown to admin keys only).")
+    vault_id: str | None = Field(
+        description="SHA-256 (hex) of that folder's path (with `/` for `\\`, no trailing `/`, lower case "
+        "after a drive letter), shown to every key: a client on the same machine compares it with the hash "
+        "of its own vault folder to tell whether the server reads that folder itself, without being told "
+        "where the folder is."
+    )
+
+
+class KeyFigures(BaseModel):
+    auth: bool = Field(description="Whether this server asks for keys (`server.auth.enabled`).")
+    name: str = Field(description="The name of the key this request presented ('anonymous' without auth).")
+    scopes: list[str] = Field(description="What that key may do: read, write, admin (admin implies all).")
 
 
 class EmbeddingFigures(BaseModel):
@@ -84,6 +108,9 @@ class Readiness(BaseModel):
     queue: dict[str, int] = Field(description="Jobs by status.")
     job_runner: bool = Field(description="Whether this worker runs queued jobs.")
     warm: Warmup = Field(description="Whether the model and vectors were loaded before serving.")
+    key: KeyFigures = Field(
+        description="The key this request presented: its name and scopes (never its secret)."
+    )
 
 
 @router.get(
@@ -113,6 +140,7 @@ async def status(request: Request, engine: EngineDep) -> Readiness:
     # Absolute paths tell a caller how the server is laid out: only admin keys see them.
     principal = getattr(request.state, "principal", None)
     admin = principal is None or principal.allows("admin")
+    vault = info["vault"]
     return Readiness(
         version=info["version"],
         uptime_s=uptime(request),
@@ -123,7 +151,8 @@ async def status(request: Request, engine: EngineDep) -> Readiness:
             failed=info["failed"],
             generation=info["index_generation"],
             schema_version=info["schema_version"],
-            vault=info["vault"] if admin else None,
+            vault=vault if admin else None,
+            vault_id=vault_fingerprint(vault) if vault else None,
         ),
         embedding=EmbeddingFigures(
             model=info["embedding_model"],
@@ -136,6 +165,11 @@ async def status(request: Request, engine: EngineDep) -> Readiness:
         queue=queue,
         job_runner=getattr(request.app.state, "runner", None) is not None,
         warm=Warmup(**getattr(request.app.state, "warmup", {"ready": False, "seconds": None, "error": None})),
+        key=KeyFigures(
+            auth=s.server.auth.enabled,
+            name=principal.name if principal is not None else "anonymous",
+            scopes=sorted(principal.scopes if principal is not None else ALL_SCOPES),
+        ),
     )
 
 
