@@ -28,6 +28,7 @@ from ..store.conversations import ConversationNotFound
 from .bodies import RequestBody
 from .deps import EngineDep, require, run_sync
 from .errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from .search import ONE_NOTE
 
 log = logging.getLogger("obsidian_ai_agent.api")
 
@@ -63,13 +64,7 @@ class AskRequest(RequestBody):
         default=None, max_length=200, description="Only notes with this tag or its children."
     )
     kind: Literal["note", "pdf", "web"] | None = None
-    path: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=1000,
-        description="Only this note: its vault-relative path, e.g. 'Folder/Note.md' (404 "
-        "`note_not_indexed` when the index holds none there).",
-    )
+    path: str | None = ONE_NOTE
     provider: Provider | None = Field(
         default=None,
         description="Answer with this provider instead of `llm.provider`; only one the operator allows "

@@ -41,6 +41,16 @@ Mode = Annotated[str, AfterValidator(check_mode), WithJsonSchema({"type": "strin
 Kind = Annotated[str, AfterValidator(check_kind), WithJsonSchema({"type": "string", "enum": list(KINDS)})]
 
 
+# The one-note filter of /api/search and /api/ask.
+ONE_NOTE: Any = Field(
+    default=None,
+    min_length=1,
+    max_length=1000,
+    description="Only this note: its vault-relative path, e.g. 'Folder/Note.md' (404 "
+    "`note_not_indexed` when the index holds none there).",
+)
+
+
 class SearchRequest(RequestBody):
     query: Query = Field(description="What to look for; any text is safe.")
     k: K | None = Field(default=None, description="How many results (default: setting `search.k`).")
@@ -52,13 +62,7 @@ class SearchRequest(RequestBody):
         default=None, max_length=200, description="Only notes with this tag or its children."
     )
     kind: Kind | None = Field(default=None, description="Only this kind of source: note, pdf or web.")
-    path: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=1000,
-        description="Only this note: its vault-relative path, e.g. 'Folder/Note.md' (404 "
-        "`note_not_indexed` when the index holds none there).",
-    )
+    path: str | None = ONE_NOTE
 
 
 class SearchResponse(BaseModel):
