@@ -42,7 +42,6 @@ from .search import (
     NoteNotIndexed,
     Searcher,
     SearchResult,
-    check_note_indexed,
     obsidian_link,
     query_terms,
 )
@@ -323,12 +322,6 @@ class Answerer:
         if not question:
             yield ErrorEvent("the question is empty", "empty_question", recovered=False)
             return
-        if path is not None:
-            try:
-                check_note_indexed(self.store, path)
-            except NoteNotIndexed as e:
-                yield ErrorEvent(str(e), "note_not_indexed", recovered=False)
-                return
         history: list[convo.Turn] = []
         if conversation_id:
             convo.ensure_conversation(self.store, conversation_id, owner)
@@ -356,7 +349,11 @@ class Answerer:
             yield AnswerEvent(cached)
             return
 
-        results = self._retrieve(query, generation, mode, filters)
+        try:  # the search checks a one-note `path` (a cached answer held the note at this generation)
+            results = self._retrieve(query, generation, mode, filters)
+        except NoteNotIndexed as e:
+            yield ErrorEvent(str(e), "note_not_indexed", recovered=False)
+            return
         sources = [Citation.of(i, r) for i, r in enumerate(diverse(results, self.settings.sources), 1)]
         qvec = self.searcher.queries.get(query)
         relevance = self._relevance(query, qvec, results)
