@@ -158,3 +158,68 @@ def test_a_unit_holding_a_name_of_the_question_written_like_code_ranks_with_the_
     assert scored[0].score - window.score < 0.1  # the code window is no longer far behind a bare heading
     picked = select(q, qvec, units, vectors)
     assert '"q4_k_m": 4.8' in "\n".join(u.display() for _, _, group in picked.groups for u in group)
+
+
+def _shown(picked) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+    return [(src, u.text) for src, _, group in picked.groups for u in group]
+
+
+def test_a_number_written_in_words_finds_the_line_that_writes_it_in_digits(embedder) -> None:  # type: ignore[no-untyped-def]
+    text = (DOCS / "Getting Started" / "Recurring Tasks.md").read_text("utf-8")
+    examples = [
+        (1, u) for u in units_of(text, [], 1) if u.heading_path[-1:] == ["Examples"] and u.kind == "item"
+    ]
+    assert len(examples) > 10
+    q = "how do I make a task repeat every two weeks"
+    scored = _score(q, embedder.embed_query(q), examples, UnitVectors(embedder.embed))
+    assert scored[0].unit.text == "`🔁 every 2 weeks`"  # not `every 3 weeks on Friday`, not a date's "2"
+
+
+def test_of_a_long_list_only_the_items_near_the_best_come_along(embedder) -> None:  # type: ignore[no-untyped-def]
+    text = (DEMO / "Styling" / "Theme - Things Theme.md").read_text("utf-8")
+    units = [(1, u) for u in units_of(text, [], 1)]
+    assert sum(1 for _, u in units if u.kind == "item" and u.intro == "Available checkbox icons:") > 20
+    q = "Which of the themes in this vault have a fire checkbox?"
+    shown = [t for _, t in _shown(select(q, embedder.embed_query(q), units, UnitVectors(embedder.embed)))]
+    assert "[f] #task `f` fire" in shown
+    assert len(shown) <= 12  # not all twenty-two icons the introducing line would bring
+
+
+def test_a_line_found_word_for_word_in_other_notes_is_shown_under_each_of_them(embedder) -> None:  # type: ignore[no-untyped-def]
+    themes = [
+        "Theme - Things Theme.md",
+        "Theme - ITS Theme.md",
+        "Theme - Minimal Theme.md",
+        "Theme - LYT Mode.md",
+    ]
+    units = [
+        (n, u)
+        for n, name in enumerate(themes, 1)
+        for u in units_of((DEMO / "Styling" / name).read_text("utf-8"), [], 1)
+    ]
+    q = "Which of the themes in this vault have a fire checkbox?"
+    picked = select(
+        q, embedder.embed_query(q), units, UnitVectors(embedder.embed), note_of=dict(enumerate(themes, 1))
+    )
+    fire = {src for src, t in _shown(picked) if t.lower() == "[f] #task `f` fire"}
+    assert {1, 3, 4} <= fire  # Things, Minimal and LYT; the ITS theme has no fire checkbox
+    assert 2 not in fire
+
+
+def test_the_best_units_section_brings_the_sentence_it_opens_with(embedder) -> None:  # type: ignore[no-untyped-def]
+    text = (
+        "# Worked examples\n\n## Do not break your nested tasks\n\n"
+        "Never put `🏁 delete` on a task that has nested tasks or list items.\n\n"
+        "Nested items are also known as child items, or sub-items.\n\n"
+        "This applies to every format Tasks reads, whatever the settings.\n\n"
+        "The same holds for tasks inside callouts and quotes.\n\n"
+        "When that first task is completed, the text will become two indented lines.\n\n"
+        "Those two lines are now indented, which means they now form a code block, not a list!\n\n"
+        "Tasks does not yet issue any warnings if this happens.\n\n"
+        "## Other\n\nThe toolbar can be hidden in the settings."
+    )
+    units = [(1, u) for u in units_of(text, [], 1)]
+    q = "after I ticked off a task, the bullets indented under it now look like code - what happened?"
+    shown = [t for _, t in _shown(select(q, embedder.embed_query(q), units, UnitVectors(embedder.embed)))]
+    assert any("form a code block" in t for t in shown)
+    assert any(t.startswith("Never put `🏁 delete`") for t in shown)

@@ -24,21 +24,12 @@ import numpy as np
 from .cache import Cache, cache_key
 from .config import AnswerSettings, LLMSettings
 from .embeddings import SHORT_TOKENS
-from .extract import (
-    MAX_WORDS,
-    SMALL_CHUNK_WORDS,
-    Unit,
-    UnitVectors,
-    answer_words,
-    render,
-    select,
-    units_of,
-    with_next,
-)
+from .extract import MAX_WORDS, SMALL_CHUNK_WORDS, UnitVectors, answer_words, render, select
 from .grounding import Repetition, Sentence, bounded, check, mark
 from .llm import LLM, LLMError, Message, get_llm
-from .relevance import Relevance, unknown_words
+from .relevance import Relevance, names_in, unknown_words
 from .search import (
+    FIELDS,
     NoteNotIndexed,
     Searcher,
     SearchResult,
@@ -47,12 +38,15 @@ from .search import (
 )
 from .store import IndexStore, StoreError, unitvectors
 from .store import conversations as convo
+from .units import Unit, units_of, with_next
 
 log = logging.getLogger("obsidian_ai_agent.answer")
 
 PROMPT_VERSION = "1"
-EXTRACT_VERSION = "4"
+EXTRACT_VERSION = "5"
 """Bumped when extracts are built differently, so cached answers of the old kind are not served."""
+NAME_CHUNKS = 2000
+"""Chunks holding a name of the question that are compared with it (relevance.py's `name_support`)."""
 
 SYSTEM_PROMPT = (
     "You answer questions about the user's notes using ONLY the numbered sources given. "
@@ -459,7 +453,21 @@ class Answerer:
         nearest = self.searcher.vectors.search(qvec, 1)
         best = nearest[0][1] if nearest else -1.0
         unknown = unknown_words(query, self.store.has_term)
-        return Relevance.judge(query, best, unknown, self.settings)
+        return Relevance.judge(query, best, unknown, self.settings, self._name_support(query, qvec, unknown))
+
+    def _name_support(self, query: str, qvec: np.ndarray, unknown: list[str]) -> dict[str, float]:
+        """For each name of the question the notes hold, the cosine of its nearest chunk that holds it
+        (relevance.py): a lookup of the chunks with the word, not of the ranking, so it stays put."""
+        weights = [self.searcher.settings.field_weights[f] for f in FIELDS]
+        support = {}
+        for name in names_in(query):
+            if name in unknown:
+                continue
+            ids = [cid for cid, _ in self.store.keyword_search([name], weights, NAME_CHUNKS)]
+            sims = self.searcher.vectors.similarities(qvec, ids) if ids else {}
+            if sims:
+                support[name] = max(sims.values())
+        return support
 
     def _standalone(self, question: str, history: list[convo.Turn]) -> str:
         previous = [t for t in history if t.role == "user"]
@@ -510,12 +518,17 @@ class Answerer:
         per_chunk = chunk_units(self.store, [s.chunk_id for s in sources])
         candidates = [(s.n, u) for s in sources for u in per_chunk.get(s.chunk_id, [])]
         titles = {s.n: s.title for s in sources}
+        notes = {s.n: s.path for s in sources}
         budget = MAX_WORDS
-        picked = select(base["question"], qvec, candidates, self.unit_vectors, max_words=budget)
+        picked = select(
+            base["question"], qvec, candidates, self.unit_vectors, max_words=budget, note_of=notes
+        )
         # The lines naming the sources count too: quote less until the whole answer fits.
         while (over := answer_words(render(picked.groups, titles)) - MAX_ANSWER_WORDS) > 0 and budget > 20:
             budget -= over
-            picked = select(base["question"], qvec, candidates, self.unit_vectors, max_words=budget)
+            picked = select(
+                base["question"], qvec, candidates, self.unit_vectors, max_words=budget, note_of=notes
+            )
         if not picked.groups:
             return Answer(text=EXTRACT_HEADER, mode="extractive", citations=[], sources=sources, **base)
         by_n = {s.n: s for s in sources}
@@ -628,9 +641,12 @@ class Answerer:
 
 def chunk_units(store: IndexStore, ids: Sequence[int]) -> dict[int, list[Unit]]:
     """The units an extract scores, per chunk id: the chunk read on into the next one (`with_next`),
-    the added units marked `extra` unless the chunk is little more than a title."""
+    the added units marked `extra` unless the chunk is little more than a title; a chunk that starts
+    inside a section gets that section's opening sentence from the chunk before, marked `extra` too
+    (`select` shows it as the section's lead)."""
     following = store.next_chunks(ids)
-    rows = store.chunks([*ids, *following.values()])
+    before = store.previous_chunks(ids)
+    rows = store.chunks([*ids, *following.values(), *before.values()])
     out: dict[int, list[Unit]] = {}
     for cid in ids:
         row = rows.get(cid)
@@ -644,6 +660,14 @@ def chunk_units(store: IndexStore, ids: Sequence[int]) -> dict[int, list[Unit]]:
         if sum(u.words for u in units if not u.extra) < SMALL_CHUNK_WORDS:
             # A chunk that is little more than a title: the section after it is what it is about.
             units = [replace(u, extra=False) for u in units]
+        prev = rows.get(before.get(cid, -1))
+        if prev is not None and not row.text.lstrip().startswith("#") and row.start_line is not None:
+            lead = [
+                u for u in units_of(prev.text, prev.heading_path, prev.start_line)
+                if u.heading_path == row.heading_path and u.line is not None and u.line < row.start_line
+            ]  # fmt: skip
+            if lead and lead[0].kind == "sentence":
+                units.insert(0, replace(lead[0], order=-1, extra=True))
         out[cid] = units[:120]
     return out
 

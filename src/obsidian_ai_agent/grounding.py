@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .extract import UnitVectors, clean_inline
+from .extract import UnitVectors
+from .units import clean_inline
 
 UNSUPPORTED_MARK = " _(not supported by the cited notes)_"
 _CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")

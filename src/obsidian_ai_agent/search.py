@@ -141,8 +141,11 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(kept or words))
 
 
-_NUMBERS = ("zero one two three four five six seven eight nine ten eleven twelve").split()
-_NUMERALS = {**{w: str(i) for i, w in enumerate(_NUMBERS)}, **{str(i): w for i, w in enumerate(_NUMBERS)}}
+NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve").split()
+_NUMERALS = {
+    **{w: str(i) for i, w in enumerate(NUMBER_WORDS)},
+    **{str(i): w for i, w in enumerate(NUMBER_WORDS)},
+}
 
 
 def with_numerals(terms: list[str]) -> list[str]:

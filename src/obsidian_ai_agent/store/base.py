@@ -529,6 +529,18 @@ class IndexStore:
         )
         return {r[0]: r[1] for r in rows}
 
+    def previous_chunks(self, ids: Sequence[int]) -> dict[int, int]:
+        """chunk id -> the id of the chunk before it in the same source, where there is one."""
+        if not ids:
+            return {}
+        where, param = self.any_of("c.id", list(ids))
+        rows = self._query(
+            "SELECT c.id, p.id FROM chunks c JOIN chunks p ON p.source_id = c.source_id"
+            f" AND p.ordinal = c.ordinal - 1 WHERE {where}",  # nosec B608
+            (param,),
+        )
+        return {r[0]: r[1] for r in rows}
+
     def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         if not ids:
             return {}
