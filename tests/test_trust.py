@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from obsidian_ai_agent.answer import Answerer
+from obsidian_ai_agent.answer import Answerer, chunk_units
 from obsidian_ai_agent.cache import Cache, make_cache
 from obsidian_ai_agent.config import AnswerSettings, CacheSettings, LLMSettings, load_settings
 from obsidian_ai_agent.engine import Engine
 from obsidian_ai_agent.extract import UnitVectors
 from obsidian_ai_agent.grounding import UNSUPPORTED_MARK, Repetition, check, facts, sentences_of
 from obsidian_ai_agent.llm import LLM, LLMError, Message, chat_format_for
-from obsidian_ai_agent.relevance import is_known, unknown_words
+from obsidian_ai_agent.relevance import Relevance, is_known, names_in, unknown_words
 
 from .conftest import CORPORA
 
@@ -68,6 +68,33 @@ def test_a_word_the_note_writes_with_a_digit_is_not_unknown(demo: Engine) -> Non
     assert unknown_words(question, demo.store.has_term) == []
     answer = Answerer(demo.searcher, LLMSettings()).ask(question)
     assert not answer.declined and "Stress Test/Stress Test Readme.md" in {c.path for c in answer.citations}
+
+
+def test_the_names_of_a_question_are_its_capitalised_and_code_like_words() -> None:
+    assert names_in("Which checkbox characters does the Prism theme support?") == ["prism"]
+    assert names_in("Do tasks with status type ON_HOLD show up in a `not done` search?") == ["on_hold"]
+    assert names_in("In the Pacific-Auckland time zone test, what due date?") == ["pacific", "auckland"]
+    assert names_in("What signal number does SIGRTMIN have? What does it do?") == ["sigrtmin"]
+    assert names_in("How often do I need to take out the trash?") == []  # a sentence's first word is none
+
+
+def test_a_name_the_notes_hold_only_far_from_the_question_is_a_near_miss() -> None:
+    q = "Which checkbox characters does the Prism theme support?"
+    near_miss = Relevance.judge(q, 0.63, [], LLMSettings(), {"prism": 0.33})
+    assert not near_miss.covered and "prism" in near_miss.reason and "0.33" in near_miss.reason
+    held = Relevance.judge(q, 0.63, [], LLMSettings(), {"prism": 0.58})
+    assert held.covered and held.name_support == {"prism": 0.58}
+
+
+def test_a_names_support_is_the_nearest_chunk_that_holds_it(demo: Engine) -> None:
+    q = "Which checkbox characters does the Prism theme support, and what does each one mean?"
+    evidence = Answerer(demo.searcher, LLMSettings()).ask(q).evidence
+    qvec = demo.searcher.queries.get(q)
+    ids = [cid for cid, _ in demo.store.keyword_search(["prism"], [1.0] * 5, 100)]
+    assert ids  # one sample note mentions the Prism theme in passing
+    nearest = max(demo.searcher.vectors.similarities(qvec, ids).values())
+    assert evidence["name_support"] == {"prism": round(nearest, 4)}
+    assert nearest < evidence["similarity"] - 0.1  # the theme notes are nearer than that mention
 
 
 def test_a_decline_decision_does_not_move_when_unrelated_notes_change(
@@ -155,6 +182,26 @@ def test_a_generated_sentence_is_checked_against_the_source_it_cites(docs: Engin
 def docs(docs_index: Path, embedder) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
     with Engine(load_settings(data_dir=docs_index), embedder=embedder) as engine:
         yield engine
+
+
+def test_a_chunk_that_starts_inside_a_section_brings_the_sentence_the_section_opens_with(
+    docs: Engine,
+) -> None:
+    rows = docs.store.chunks(list(range(1, 5000)))
+    section = ["Do not break your nested tasks"]
+    inside = next(
+        cid for cid, r in rows.items()
+        if r.path == "Getting Started/On Completion.md" and r.heading_path[-1:] == section
+        and not r.text.lstrip().startswith("#")
+    )  # fmt: skip
+    lead = chunk_units(docs.store, [inside])[inside][0]
+    assert lead.extra and lead.text.startswith("***Never, ever*** put `🏁 delete`")
+    q = (
+        "after I ticked off a task, the bullets indented under it stopped being a list and now look like"
+        " code - what happened?"
+    )
+    answer = Answerer(docs.searcher, LLMSettings()).ask(q)
+    assert "`🏁 delete`" in answer.text and "form a code block" in answer.text
 
 
 def test_a_model_answer_without_a_supported_citation_becomes_the_extract_with_a_notice(docs: Engine) -> None:

@@ -194,6 +194,9 @@ class LLMSettings(_Section):
     """The similarity needed when some of the question's words appear nowhere in the notes."""
     min_sentence_similarity_unknown_words: float = Field(default=0.60, ge=-1, le=1)
     """With such words, the similarity some sentence of the retrieved notes needs (relevance.py)."""
+    max_name_gap: float = Field(default=0.22, ge=0, le=2)
+    """How far below the question's nearest chunk the nearest chunk holding a name of the question may be
+    before the notes are taken to mention that thing only in passing (relevance.py)."""
     repeat_penalty: float = Field(default=1.15, ge=0, le=3)
     """Penalty on repeated tokens (`llamacpp`; sent as `frequency_penalty` - 1 to `openai` servers)."""
     chat_format: str = ""

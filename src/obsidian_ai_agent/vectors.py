@@ -92,6 +92,14 @@ class VectorMatrix:
         top = top[np.argsort(-scores[top])]
         return [(int(ids[i]), float(scores[i])) for i in top]
 
+    def similarities(self, query: np.ndarray, ids: list[int]) -> dict[int, float]:
+        """chunk id -> cosine to the query, for the given chunks that have a vector."""
+        self.refresh()
+        mask = np.isin(self.ids, np.asarray(ids, dtype=np.int64))
+        with _MATMUL:
+            scores = self.matrix[mask] @ query.astype(np.float32) if mask.any() else np.empty(0)
+        return {int(i): float(v) for i, v in zip(self.ids[mask], scores, strict=True)}
+
     def note_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(source ids, normalised mean of each source's chunk vectors), cached per generation."""
         self.refresh()
@@ -130,6 +138,9 @@ class DatabaseVectors:
     ) -> list[tuple[int, float]]:
         """(chunk id, similarity), best first, from the database's vector index."""
         return self.store.vector_search(query, k, source_ids)  # type: ignore[attr-defined]
+
+    def similarities(self, query: np.ndarray, ids: list[int]) -> dict[int, float]:
+        return self.store.vector_similarities(query, ids)  # type: ignore[attr-defined]
 
     def note_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         gen = self.store.generation

@@ -193,3 +193,15 @@ def test_a_term_most_chunks_hold_is_left_out_of_the_ranking_while_rarer_ones_are
         )
     write(store, note("Rocks.md", [(["Rocks"], "Quartz and a zeppelin.")]), seed=99)
     assert paths(store.keyword_search(["zeppelin", "quartz"], WEIGHTS, 50)) == ["Rocks.md"]
+
+
+def test_the_similarity_of_named_chunks_to_a_query_is_their_cosine(store: IndexStore) -> None:
+    parsed = note("A.md", [(["A"], "first"), (["A", "B"], "second")])
+    written = write(store, parsed, seed=7)
+    by_text = {c.text: written[c.hash] for c in parsed.chunks}
+    ids = {row.text: cid for cid, row in store.chunks(list(range(1, 50))).items()}
+    query = unit(12345)
+    sims = vectors_for(store).similarities(query, [ids["first"], ids["second"], 99_999])
+    assert set(sims) == {ids["first"], ids["second"]}  # a chunk that does not exist is left out
+    for text in ("first", "second"):
+        assert abs(sims[ids[text]] - float(by_text[text] @ query)) < 1e-4

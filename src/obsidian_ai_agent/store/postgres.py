@@ -362,6 +362,20 @@ class PostgresStore(IndexStore):
             raise self._translate(e) from e
         return [(int(r[0]), float(r[1])) for r in rows]
 
+    def vector_similarities(self, query: np.ndarray, ids: Sequence[int]) -> dict[int, float]:
+        """chunk id -> cosine to the query, for the given chunks."""
+        if not ids:
+            return {}
+        vec = np.asarray(query, dtype=np.float32)
+        try:
+            with self._connection() as raw:
+                rows = raw.execute(
+                    "SELECT id, 1 - (vector <=> %s) FROM chunks WHERE id = ANY(%s)", (vec, list(ids))
+                ).fetchall()
+        except psycopg.Error as e:
+            raise self._translate(e) from e
+        return {int(r[0]): float(r[1]) for r in rows}
+
     def exact_vector_search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The true k nearest (no index): what `vector_search`'s recall is measured against."""
         vec = np.asarray(query, dtype=np.float32)
