@@ -519,24 +519,19 @@ class IndexStore:
 
     def next_chunks(self, ids: Sequence[int]) -> dict[int, int]:
         """chunk id -> the id of the chunk that follows it in the same source, where there is one."""
+        return self._beside(ids, 1)
+
+    def previous_chunks(self, ids: Sequence[int]) -> dict[int, int]:
+        """chunk id -> the id of the chunk before it in the same source, where there is one."""
+        return self._beside(ids, -1)
+
+    def _beside(self, ids: Sequence[int], step: int) -> dict[int, int]:
         if not ids:
             return {}
         where, param = self.any_of("c.id", list(ids))
         rows = self._query(
             "SELECT c.id, n.id FROM chunks c JOIN chunks n ON n.source_id = c.source_id"
-            f" AND n.ordinal = c.ordinal + 1 WHERE {where}",  # nosec B608
-            (param,),
-        )
-        return {r[0]: r[1] for r in rows}
-
-    def previous_chunks(self, ids: Sequence[int]) -> dict[int, int]:
-        """chunk id -> the id of the chunk before it in the same source, where there is one."""
-        if not ids:
-            return {}
-        where, param = self.any_of("c.id", list(ids))
-        rows = self._query(
-            "SELECT c.id, p.id FROM chunks c JOIN chunks p ON p.source_id = c.source_id"
-            f" AND p.ordinal = c.ordinal - 1 WHERE {where}",  # nosec B608
+            f" AND n.ordinal = c.ordinal + {int(step)} WHERE {where}",  # nosec B608
             (param,),
         )
         return {r[0]: r[1] for r in rows}
