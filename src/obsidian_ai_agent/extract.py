@@ -351,16 +351,24 @@ def answer_words(text: str) -> int:
 
 
 def render(groups: list[tuple[int, list[str], list[Unit]]], titles: dict[int, str]) -> str:
-    """Markdown: a line naming each source and its heading, then its units, each group cited."""
+    """Markdown: a line naming each source and its heading, then its units, each group cited; sentences
+    apart in the note are joined by an ellipsis."""
     parts = []
     for src, heading, units in groups:
         where = " › ".join([titles.get(src, ""), *heading[-1:]]) if heading else titles.get(src, "")
         lines = [f"**{where}** [{src}]"]
         prose: list[str] = []
+        last = None
         for u in units:
             if u.kind == "sentence":
+                # Sentences that do not follow each other in the note are joined by an ellipsis, so the
+                # reader sees that something stands between them.
+                if prose and last is not None and u.order != last + 1:
+                    prose.append("…")
                 prose.append(u.text)
+                last = u.order
                 continue
+            last = u.order
             if prose:
                 lines.append(" ".join(prose))
                 prose = []
