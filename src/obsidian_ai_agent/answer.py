@@ -464,6 +464,8 @@ class Answerer:
             if name in unknown:
                 continue
             ids = [cid for cid, _ in self.store.keyword_search([name], weights, NAME_CHUNKS)]
+            if len(ids) >= NAME_CHUNKS:
+                continue  # a word that common says nothing, and its nearest chunk may be past the cut
             sims = self.searcher.vectors.similarities(qvec, ids) if ids else {}
             if sims:
                 support[name] = max(sims.values())
