@@ -29,7 +29,6 @@ from .grounding import Repetition, Sentence, bounded, check, mark
 from .llm import LLM, LLMError, Message, get_llm
 from .relevance import Relevance, names_in, unknown_words
 from .search import (
-    FIELDS,
     NoteNotIndexed,
     Searcher,
     SearchResult,
@@ -458,12 +457,11 @@ class Answerer:
     def _name_support(self, query: str, qvec: np.ndarray, unknown: list[str]) -> dict[str, float]:
         """For each name of the question the notes hold, the cosine of its nearest chunk that holds it
         (relevance.py): a lookup of the chunks with the word, not of the ranking, so it stays put."""
-        weights = [self.searcher.settings.field_weights[f] for f in FIELDS]
         support = {}
         for name in names_in(query):
             if name in unknown:
                 continue
-            ids = [cid for cid, _ in self.store.keyword_search([name], weights, NAME_CHUNKS)]
+            ids = self.searcher.chunks_with(name, NAME_CHUNKS)
             if len(ids) >= NAME_CHUNKS:
                 continue  # a word that common says nothing, and its nearest chunk may be past the cut
             sims = self.searcher.vectors.similarities(qvec, ids) if ids else {}

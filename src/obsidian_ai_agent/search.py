@@ -275,9 +275,8 @@ class Searcher:
             else:
                 sem = self._semantic(query, n, allowed)
         if keyword:
-            weights = [self.settings.field_weights[f] for f in FIELDS]
             try:
-                kw = [cid for cid, _ in self.store.keyword_search(terms, weights, n, allowed)]
+                kw = [cid for cid, _ in self.store.keyword_search(terms, self._weights(), n, allowed)]
             except BaseException:
                 if pending is not None:
                     pending.cancel()
@@ -295,6 +294,13 @@ class Searcher:
                 continue
             results.append(self._result(row, score, kw_rank.get(cid), sem_rank.get(cid), terms))
         return results
+
+    def _weights(self) -> list[float]:
+        return [self.settings.field_weights[f] for f in FIELDS]
+
+    def chunks_with(self, term: str, limit: int) -> list[int]:
+        """The ids of chunks holding a word (best keyword matches first, at most `limit`)."""
+        return [cid for cid, _ in self.store.keyword_search([term], self._weights(), limit)]
 
     def _semantic(self, query: str, n: int, allowed: list[int] | None) -> list[int]:
         return [cid for cid, _ in self.vectors.search(self.queries.get(query), n, allowed)]
