@@ -1,4 +1,4 @@
-"""The HTTP service under load: `serve --workers 2` (one per core here) on the vaultofknowledge index.
+"""The HTTP service under load: `serve` with its default workers (one per core) on the vaultofknowledge index.
 
 Measures, against a real server on a loopback port (uvicorn, `--workers` processes):
 - `/health` latency over keep-alive (sequential requests);
@@ -45,6 +45,7 @@ from common import (
     load_queries,
     log,
 )
+from obsidian_ai_agent.config import default_workers
 
 CLI = [sys.executable, "-m", "obsidian_ai_agent.cli"]
 CHROMA_SERVICE = [sys.executable, str(Path(__file__).resolve().parent / "chroma_service.py")]
@@ -270,7 +271,9 @@ def main() -> None:
     add_common_args(p)
     p.add_argument("--data-dir", type=Path, default=CACHE_DIR / "http-vok")
     p.add_argument("--vault", type=Path, default=VAULT_OF_KNOWLEDGE)
-    p.add_argument("--workers", type=int, default=2, help="one per core: two on this machine")
+    p.add_argument(
+        "--workers", type=int, default=default_workers(), help="default: serve's (one per core, at most 4)"
+    )
     p.add_argument("--concurrency", type=int, default=100)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--health", type=int, default=2000)

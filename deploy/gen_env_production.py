@@ -26,7 +26,6 @@ PRODUCTION = {
     "OAA_VAULT": "/srv/obsidian-vault",
     "OAA_SERVER__HOST": "127.0.0.1",
     "OAA_SERVER__PORT": "8000",
-    "OAA_SERVER__WORKERS": "2",
     "OAA_SERVER__TRUSTED_PROXIES": '["127.0.0.1"]',
     "OAA_LOG_LEVEL": "INFO",
     "OAA_LOGGING__FILE": "/var/log/obsidian-ai-agent/service.log",

@@ -345,6 +345,7 @@ class Install:
             {k: v for k, v in self.base_env.items() if not k.startswith("OAA_")},
             OAA_DATA_DIR=str(self.data),
             OAA_SERVER__RATE_LIMITS__ENABLED="false",
+            OAA_SERVER__WORKERS="1",  # one process per release under test, as releases before the default
             **self.settings,
         )
         if release.has_monitor:

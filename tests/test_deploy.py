@@ -130,5 +130,6 @@ def test_env_production_sets_values_the_settings_model_accepts(monkeypatch: pyte
         if name != "OAA_VAULT":  # the vault folder exists only on the install
             monkeypatch.setenv(name, value)
     s = load_settings()
-    assert s.server.host == "127.0.0.1" and s.server.workers == 2 and s.backup.schedule == 86400
+    # The worker count is left to `serve` (one per core).
+    assert s.server.host == "127.0.0.1" and s.server.workers is None and s.backup.schedule == 86400
     assert s.server.trusted_proxies == ["127.0.0.1"]

@@ -12,10 +12,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from obsidian_ai_agent import config
+from obsidian_ai_agent.config import default_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +112,8 @@ def test_serve_speaks_tls_with_the_given_certificate_and_sends_hsts(tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    assert "https://127.0.0.1" in log.read_text()
+    # Without server.workers, serve starts one worker per core (at most 4): here both speak TLS.
+    assert f"https://127.0.0.1:{port} with {default_workers()} worker(s)" in log.read_text()
 
 
 def test_serve_refuses_a_missing_certificate_with_a_clear_error(tmp_path: Path) -> None:
@@ -133,3 +138,15 @@ def test_serve_refuses_a_missing_certificate_with_a_clear_error(tmp_path: Path) 
         env={**{k: v for k, v in os.environ.items() if not k.startswith("OAA_")}, "HF_HUB_OFFLINE": "1"},
     )
     assert run.returncode == 2 and "nope.pem does not exist" in run.stderr
+
+
+def test_the_default_worker_count_is_one_per_usable_core_and_at_most_four(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for cores, workers in ((1, 1), (2, 2), (4, 4), (32, 4)):
+        monkeypatch.setattr(config, "usable_cores", lambda cores=cores: cores)
+        assert default_workers() == workers
+    # Unset unless the operator names a number; `serve` then fills in the default.
+    monkeypatch.delenv("OAA_SERVER__WORKERS", raising=False)
+    assert config.load_settings(None, tmp_path).server.workers is None
+    assert config.load_settings(None, tmp_path, server={"workers": 3}).server.workers == 3

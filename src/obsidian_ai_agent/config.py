@@ -39,6 +39,16 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers() -> int:
+    """`serve`'s worker count when `server.workers` is unset: one per usable core (the model is CPU-bound
+    and each worker runs it on one thread), at most MAX_DEFAULT_WORKERS so that memory, one model and one
+    vector matrix per worker, stays bounded on large hosts."""
+    return min(usable_cores(), MAX_DEFAULT_WORKERS)
+
+
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "obsidian-ai-agent"
@@ -303,7 +313,8 @@ class RateLimitSettings(_Section):
     storage: Literal["auto", "memory", "sqlite"] = "auto"
     """Where counts are kept without `redis_url`: `sqlite`, a table in the index database shared by every
     worker of this host; `memory`, each worker alone (a limit of N then allows N per worker); `auto`,
-    `sqlite` when `server.workers` is above 1, else `memory`. With `redis_url`, Redis is used."""
+    `sqlite` when `server.workers` is above 1 (`serve` sets it), else `memory`. With `redis_url`, Redis is
+    used."""
 
     @field_validator("groups", mode="before")
     @classmethod
@@ -340,10 +351,10 @@ class RateLimitSettings(_Section):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1, le=64)
-    """Worker processes, each with one model thread (`embedding.threads`). Measured on 2 cores, 100
-    searches in flight on vaultofknowledge: one worker served 32.5 searches/s (p99 3.8 s), two 38.4 (p99
-    3.0 s): give one per core (`deploy/.env.production` has two)."""
+    workers: int | None = Field(default=None, ge=1, le=64)
+    """Worker processes of `serve`, each with one model thread (`embedding.threads`); unset: one per usable
+    core, at most 4 (each worker holds its own model and vectors). Measured on 2 cores, 100 searches in
+    flight on vaultofknowledge: one worker served 32.5 searches/s (p99 3.8 s), two 38.4 (p99 3.0 s)."""
 
     cors_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_CORS))
     trusted_proxies: list[str] = Field(default_factory=list)

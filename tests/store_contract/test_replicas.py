@@ -54,6 +54,8 @@ class Replica:
                 "--no-index",
                 "--port",
                 str(self.port),
+                "--workers",
+                "1",  # a replica is one process: SIGKILL of it stops all its work
             ],
             cwd=ROOT,
             env=self.env,

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from ..config import default_workers
 from .common import (
     JsonOpt,
     ModeOpt,
@@ -173,7 +174,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (setting server.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (setting server.port).")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (setting server.workers).", min=1, max=64)
+        int | None,
+        typer.Option(
+            help="Worker processes (setting server.workers; default one per core, at most 4).", min=1, max=64
+        ),
     ] = None,
     ssl_certfile: Annotated[
         Path | None, typer.Option("--ssl-certfile", help="TLS certificate (PEM); serve HTTPS.")
@@ -213,6 +217,12 @@ def serve(
         if value is not None:
             os.environ[name] = str(Path(value).resolve()) if isinstance(value, Path) else str(value)
     s = settings()
+    if s.server.workers is None:
+        # One per core; the workers read it from the environment too (shared rate-limit counts, one model
+        # thread each).
+        os.environ["OAA_SERVER__WORKERS"] = str(default_workers())
+        s = settings()
+    workers_n = s.server.workers or 1
     for f in (s.server.ssl_certfile, s.server.ssl_keyfile):
         if f is not None and not f.is_file():
             fail(f"TLS file {f} does not exist; give a PEM certificate and key", 2)
@@ -227,12 +237,12 @@ def serve(
 
     setup_logging(s)  # the supervisor's own lines (a worker that died) go to the same log
     scheme = "https" if s.server.ssl_certfile else "http"
-    err.print(f"serving on {scheme}://{s.server.host}:{s.server.port} with {s.server.workers} worker(s)")
+    err.print(f"serving on {scheme}://{s.server.host}:{s.server.port} with {workers_n} worker(s)")
     uvicorn.run(
         "obsidian_ai_agent.backend:app",
         host=s.server.host,
         port=s.server.port,
-        workers=s.server.workers,
+        workers=workers_n,
         ssl_certfile=str(s.server.ssl_certfile) if s.server.ssl_certfile else None,
         ssl_keyfile=str(s.server.ssl_keyfile) if s.server.ssl_keyfile else None,
         log_config=None,  # our JSON logging (observability) is set up by the app

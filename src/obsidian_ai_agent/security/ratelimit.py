@@ -197,7 +197,7 @@ class Limiter:
         if self.shared is None and (
             rl.storage == "sqlite"
             # replicas on one PostgreSQL server share their counts whatever each one's worker count
-            or (rl.storage == "auto" and (settings.server.workers > 1 or db.url is not None))
+            or (rl.storage == "auto" and ((settings.server.workers or 1) > 1 or db.url is not None))
         ):
             if db.url is not None:
                 self.table = StoreCounters(
