@@ -5,6 +5,8 @@ those notes waits for no model."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from obsidian_ai_agent import jobs
 from obsidian_ai_agent.answer import Answerer
 from obsidian_ai_agent.config import load_settings
 from obsidian_ai_agent.engine import Engine
+from obsidian_ai_agent.jobs import handlers
+from obsidian_ai_agent.search import SEARCHES
 from obsidian_ai_agent.store import unitvectors
 
 from .conftest import CORPORA
@@ -95,3 +99,39 @@ def test_with_the_setting_off_indexing_queues_nothing(tmp_path: Path, embedder: 
         done = jobs.run(engine, jobs.submit_reindex(engine, engine.settings.vault))
         assert done.result is not None and done.result["chunks_embedded"] > 0
         assert engine.jobs.recent(kind="answer_vectors") == []
+
+
+def test_the_job_waits_between_batches_while_searches_run_but_a_steady_stream_cannot_stop_it(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault = engine.settings.vault
+    assert vault is not None
+    jobs.run(engine, jobs.submit_reindex(engine, vault))
+    [queued] = engine.jobs.recent(kind="answer_vectors")
+    batches: list[int] = []
+    real = engine.embedder.embed_short
+
+    def counted(texts: list[str]) -> np.ndarray:
+        batches.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(engine.embedder, "embed_short", counted)
+    monkeypatch.setattr(handlers, "ANSWER_VECTORS_BATCH", 2)
+    monkeypatch.setattr(handlers, "ANSWER_VECTORS_PAUSE", 60.0)
+    runner = threading.Thread(target=jobs.run, args=(engine, queued.id))
+    with SEARCHES:  # a search is running in this process
+        runner.start()
+        time.sleep(2.0)
+        assert len(batches) == 1  # one batch, then it waits for the search
+    runner.join(timeout=60)
+    assert not runner.is_alive() and len(batches) > 1
+    finished = engine.jobs.get(queued.id)
+    assert finished is not None and finished.status == "succeeded"
+
+    # Searches that never stop slow the job to a batch per pause, but it still ends.
+    unitvectors.clear(engine.store)
+    monkeypatch.setattr(handlers, "ANSWER_VECTORS_PAUSE", 0.3)
+    again = jobs.submit(engine, "answer_vectors", {"after": 0}, dedupe_key="answer_vectors-again")
+    with SEARCHES:
+        done = jobs.run(engine, again)
+    assert done.status == "succeeded" and done.result is not None and done.result["chunks"] > 2

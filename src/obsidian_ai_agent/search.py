@@ -208,6 +208,37 @@ cores (vaultofknowledge, 8.5k chunks): 8 threads searching gave 130 searches/s a
 these slots), each search then costing 22 ms of CPU instead of 12.5."""
 
 
+class InFlight:
+    """How many searches are running in this process, so background work (`answer_vectors`) can wait
+    for a quiet moment instead of taking the model and the cores from them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._n = 0
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._n += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._n -= 1
+            if not self._n:
+                self._cond.notify_all()
+
+    @property
+    def count(self) -> int:
+        return self._n
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no search is running; False if one still is after `timeout` seconds."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._n, timeout=timeout)
+
+
+SEARCHES = InFlight()
+
+
 class Searcher:
     """Runs searches against one store with one embedder; cheap to call, safe from several threads."""
 
@@ -233,7 +264,7 @@ class Searcher:
         path: str | None = None,
     ) -> list[SearchResult]:
         """`path`: only that note (NoteNotIndexed when the index has none there)."""
-        with _SLOTS:
+        with SEARCHES, _SLOTS:
             return self._search(query, k, mode, folder=folder, tag=tag, kind=kind, path=path)
 
     def _search(
