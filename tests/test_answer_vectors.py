@@ -19,6 +19,8 @@ from obsidian_ai_agent.answer import Answerer
 from obsidian_ai_agent.config import load_settings
 from obsidian_ai_agent.engine import Engine
 from obsidian_ai_agent.jobs import handlers
+from obsidian_ai_agent.jobs import runner as runner_module
+from obsidian_ai_agent.jobs.runner import JobRunner
 from obsidian_ai_agent.search import SEARCHES
 from obsidian_ai_agent.store import unitvectors
 
@@ -37,6 +39,19 @@ def _engine(tmp_path: Path, embedder: Any, prepare: bool) -> Engine:
         update={"answer": settings.answer.model_copy(update={"prepare_unit_vectors": prepare})}
     )
     return Engine(settings, embedder=embedder)
+
+
+def _count_model_calls(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the calls the model gets to embed answer sentences, from now on."""
+    calls: list[int] = []
+    real = engine.embedder.embed_short
+
+    def counted(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(engine.embedder, "embed_short", counted)
+    return calls
 
 
 @pytest.fixture
@@ -63,14 +78,7 @@ def test_indexing_that_embeds_new_text_queues_one_job_that_prepares_every_answer
     assert unitvectors.count(engine.store) > 0
 
     # A fresh answerer (another worker, or after a restart) asks: the model embeds no sentence.
-    calls: list[int] = []
-    real = engine.embedder.embed_short
-
-    def counted(texts: list[str]) -> np.ndarray:
-        calls.append(len(texts))
-        return real(texts)
-
-    monkeypatch.setattr(engine.embedder, "embed_short", counted)
+    calls = _count_model_calls(engine, monkeypatch)
     answerer = Answerer(engine.searcher, engine.settings.llm, answer=engine.settings.answer)
     answer = answerer.ask("What is a smoke test?")
     assert "preliminary testing" in answer.text and calls == []
@@ -108,14 +116,7 @@ def test_the_job_waits_between_batches_while_searches_run_but_a_steady_stream_ca
     assert vault is not None
     jobs.run(engine, jobs.submit_reindex(engine, vault))
     [queued] = engine.jobs.recent(kind="answer_vectors")
-    batches: list[int] = []
-    real = engine.embedder.embed_short
-
-    def counted(texts: list[str]) -> np.ndarray:
-        batches.append(len(texts))
-        return real(texts)
-
-    monkeypatch.setattr(engine.embedder, "embed_short", counted)
+    batches = _count_model_calls(engine, monkeypatch)
     monkeypatch.setattr(handlers, "ANSWER_VECTORS_BATCH", 2)
     monkeypatch.setattr(handlers, "ANSWER_VECTORS_PAUSE", 60.0)
     runner = threading.Thread(target=jobs.run, args=(engine, queued.id))
@@ -135,3 +136,40 @@ def test_the_job_waits_between_batches_while_searches_run_but_a_steady_stream_ca
     with SEARCHES:
         done = jobs.run(engine, again)
     assert done.status == "succeeded" and done.result is not None and done.result["chunks"] > 2
+
+
+def test_the_job_gives_its_lane_to_a_job_queued_behind_it_and_resumes_after_it(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault = engine.settings.vault
+    assert vault is not None
+    jobs.run(engine, jobs.submit_reindex(engine, vault))
+    [queued] = engine.jobs.recent(kind="answer_vectors")
+    monkeypatch.setattr(handlers, "ANSWER_VECTORS_BATCH", 2)
+    monkeypatch.setattr(runner_module, "GIVE_WAY_DELAY", 0.3)
+    behind = jobs.submit_reindex(engine, vault, full=True)  # e.g. what a person asked for, in the bulk lane
+    worker = JobRunner(engine)
+
+    first = worker.run_one()
+    assert first is not None and first.id == queued.id and first.status == "queued"
+    assert first.error is not None and f"gave way to job {behind} (reindex) in lane bulk" in first.error
+    assert first.checkpoint is not None and first.checkpoint["after"] > 0  # one batch kept
+    second = worker.run_one()
+    assert second is not None and second.id == behind and second.status == "succeeded"
+    time.sleep(0.4)
+    third = worker.run_one()
+    assert third is not None and third.id == queued.id and third.status == "succeeded"
+    assert engine.jobs.recent(status="queued") == []
+    last = max(unitvectors.chunk_ids_after(engine.store, 0, 10_000))
+    assert third.result is not None and third.result["after"] == last
+
+
+def test_a_job_run_for_its_caller_does_not_give_way(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    vault = engine.settings.vault
+    assert vault is not None
+    jobs.run(engine, jobs.submit_reindex(engine, vault))
+    [queued] = engine.jobs.recent(kind="answer_vectors")
+    monkeypatch.setattr(handlers, "ANSWER_VECTORS_BATCH", 2)
+    jobs.submit_reindex(engine, vault, full=True)  # queued, and nobody runs it
+    done = jobs.run(engine, queued.id)
+    assert done.status == "succeeded" and done.error is None

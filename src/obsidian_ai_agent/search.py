@@ -226,10 +226,6 @@ class InFlight:
             if not self._n:
                 self._cond.notify_all()
 
-    @property
-    def count(self) -> int:
-        return self._n
-
     def wait_idle(self, timeout: float) -> bool:
         """True once no search is running; False if one still is after `timeout` seconds."""
         with self._cond:

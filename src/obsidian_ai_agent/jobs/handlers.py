@@ -148,6 +148,7 @@ def answer_vectors(ctx: JobContext) -> dict[str, Any]:
         done += 1
         ctx.checkpoint["after"] = last
         ctx.save(Progress(done=done, total=0, stage="answer vectors"), checkpoint=True)
+        ctx.give_way()  # an upload or a reindex queued in this lane goes first; this job resumes after
         # Searches first: while any runs in this process, wait (up to ANSWER_VECTORS_PAUSE) before the
         # next batch. Measured with 100 concurrent searches on vaultofknowledge, 2 workers on 2 cores:
         # without this the job took the model and a core between every two searches (5.6 searches/s,

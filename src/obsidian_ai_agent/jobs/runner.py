@@ -39,8 +39,13 @@ ProgressListener = Callable[[Progress], None]
 PROGRESS_EVERY = 1.0
 
 
+GIVE_WAY_DELAY = 2.0
+"""Seconds a job that gave way (`JobContext.give_way`) stays out of the queue, so the job it gave way
+to is claimed first."""
+
+
 class JobStopped(Exception):
-    """Raised inside a running job to stop it: cancelled, timed out, or its lease was lost."""
+    """Raised inside a running job to stop it: cancelled, timed out, its lease was lost, or it gave way."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -80,6 +85,9 @@ class JobContext(IndexHooks):
         self.quarantined: list[str] = []
         self._held_quarantine = {q["path"] for q in self.jobs.quarantined()}
         self._stop_reason: str | None = None
+        self.gave_way_to: Job | None = None
+        self.may_give_way = False
+        """Only a job a worker claimed gives way; one run for its caller (`run_job`) goes on."""
         self._deadline = time.monotonic() + lane.timeout if lane.timeout else None
         self._last_progress = 0.0
         self._prog = Progress()
@@ -117,6 +125,16 @@ class JobContext(IndexHooks):
             self._stop_reason = "timeout"
         if self._stop_reason is not None:
             raise JobStopped(self._stop_reason)
+
+    def give_way(self) -> None:
+        """Stop here and queue this job again (checkpoint kept) if another job waits in its lane: for
+        background work that must not hold a lane slot while something a person asked for waits."""
+        if not self.may_give_way:
+            return
+        for other in self.jobs.recent(status="queued", lane=self.lane.name, limit=20):
+            if other.id != self.job.id:
+                self.gave_way_to = other
+                raise JobStopped("give way")
 
     def stage(self, stage: str, seconds: float, items: int, nbytes: int) -> None:
         self.profiler.stage(stage, seconds, items, nbytes)
@@ -303,7 +321,7 @@ class JobRunner:
         job = self.claim(job_id)
         if job is None:
             return None
-        return self.execute(job, progress)
+        return self.execute(job, progress, may_give_way=job_id is None)
 
     def run_until_idle(self, progress: ProgressListener | None = None) -> list[Job]:
         """Run queued jobs in this thread until none is claimable."""
@@ -336,7 +354,9 @@ class JobRunner:
                 )
             time.sleep(self.poll if ran is None else 0)
 
-    def execute(self, job: Job, progress: ProgressListener | None = None) -> Job:
+    def execute(
+        self, job: Job, progress: ProgressListener | None = None, *, may_give_way: bool = False
+    ) -> Job:
         from .handlers import HANDLERS
 
         try:
@@ -345,6 +365,7 @@ class JobRunner:
             self.jobs.finish(job.id, self.owner, "failed", error=str(e))
             return self.jobs.get(job.id) or job
         ctx = JobContext(self, job, lane, progress)
+        ctx.may_give_way = may_give_way
         try:
             handler = HANDLERS.get(job.kind)
             if handler is None:
@@ -383,7 +404,11 @@ class JobRunner:
             ctx.save(ctx._prog, checkpoint=True)
         except Exception:
             log.exception("job %s: could not save its last progress", ctx.job.id)
-        if reason == "timeout":
+        if reason == "give way" and ctx.gave_way_to is not None:
+            other = ctx.gave_way_to
+            note = f"gave way to job {other.id} ({other.kind}) in lane {ctx.lane.name}; {did}"
+            self.jobs.requeue(ctx.job.id, self.owner, delay=GIVE_WAY_DELAY, error=note)
+        elif reason == "timeout":
             self._finish(
                 ctx,
                 "failed",
